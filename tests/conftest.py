@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny real MLX models, isolated settings/data folders, a runtime to drive.
+
+Every model here is a real ``mlx_lm`` llama with a real tokenizer (random float32 weights, a few
+hundred KB) written by :mod:`mlx_tui.devtools.modelgen`, loaded and run by real MLX.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from mlx_tui.core.memory import FixedMemoryProbe, MemoryProbe  # noqa: E402
+from mlx_tui.core.runtime import Runtime, build_runtime  # noqa: E402
+from mlx_tui.core.settings import Settings, parse_settings, write_settings  # noqa: E402
+from mlx_tui.devtools.modelgen import write_random_model  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read or write the real user's config, data or Hugging Face cache."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+
+
+@pytest.fixture(scope="session")
+def model_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``model_factory("a", seed=1)`` -> folder of a tiny real model (built once per session)."""
+    root = tmp_path_factory.mktemp("models")
+    built: dict[tuple[str, tuple[tuple[str, Any], ...]], Path] = {}
+
+    def make(name: str, **kwargs: Any) -> Path:
+        key = (name, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = write_random_model(root / name, **kwargs)
+        return built[key]
+
+    return make
+
+
+@pytest.fixture
+def fresh_model(tmp_path: Path, model_factory: Callable[..., Path]) -> Callable[[str], Path]:
+    """A private copy of a tiny model that a test may damage."""
+
+    def make(name: str) -> Path:
+        dest = tmp_path / "own-models" / name
+        shutil.copytree(model_factory("pristine"), dest)
+        return dest
+
+    return make
+
+
+def make_settings(models: dict[str, str], **sections: dict[str, Any]) -> Settings:
+    """Settings with only ``models`` known (no folder or Hugging Face scans, no preload)."""
+    data: dict[str, Any] = {
+        "models": models,
+        "catalog": {"dirs": [], "huggingface_cache": False},
+        "cache": {"preload": []},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return parse_settings(data)
+
+
+@pytest.fixture
+def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
+    """Build a Runtime from a settings file written in ``tmp_path``; closed after the test."""
+    made: list[Runtime] = []
+
+    def make(models: dict[str, str], probe: MemoryProbe | None = None,
+             **sections: dict[str, Any]) -> Runtime:
+        settings_path = tmp_path / "settings.toml"
+        write_settings(make_settings(models, **sections), settings_path)
+        runtime = build_runtime(settings_path, db_path=tmp_path / "data.db", probe=probe)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+@pytest.fixture
+def fixed_probe() -> FixedMemoryProbe:
+    """A memory probe a test sets by hand: 16 GiB, half used, MLX bytes counted in."""
+    return FixedMemoryProbe(total_bytes=16 * 1024**3, used_fraction=0.5, track_mlx=True)
