@@ -26,7 +26,6 @@ run: $(VENV)/.installed
 	$(VENV)/bin/mlx-tui --model demo
 
 test: $(VENV)/.installed system-deps
-	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed system-deps

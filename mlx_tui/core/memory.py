@@ -16,7 +16,7 @@ import ctypes.util
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import psutil
 
@@ -69,10 +69,15 @@ class MemoryProbe(Protocol):
 def parse_pressure_level(raw: bytes | int | str) -> int | None:
     """Turn ``kern.memorystatus_vm_pressure_level`` output into 1, 2 or 4 (None if unknown).
 
-    Accepts the text ``sysctl -n`` prints (``b"1\\n"``), or the integer ``sysctlbyname`` fills.
+    Accepts what ``sysctl -n`` prints (``b"1\\n"``), what ``sysctl`` prints
+    (``kern.memorystatus_vm_pressure_level: 2``), or the integer ``sysctlbyname`` fills.
     """
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    if isinstance(raw, str):
+        raw = raw.rsplit(":", 1)[-1].strip()
     try:
-        value = int(raw.strip()) if isinstance(raw, (bytes, str)) else int(raw)
+        value = int(raw)
     except ValueError:
         return None
     return value if value in PRESSURE_NAMES else None
@@ -110,12 +115,19 @@ def _mlx_figures() -> tuple[int, int, int]:
 class SystemMemoryProbe:
     """The real probe: psutil for the system, MLX for its own figures, sysctl on macOS."""
 
-    def __init__(self, pressure_reader: Callable[[], int | None] = read_macos_pressure_level):
+    def __init__(
+        self,
+        pressure_reader: Callable[[], int | None] = read_macos_pressure_level,
+        virtual_memory: Callable[[], Any] = psutil.virtual_memory,
+        swap_memory: Callable[[], Any] = psutil.swap_memory,
+    ) -> None:
         self._pressure_reader = pressure_reader
+        self._virtual_memory = virtual_memory
+        self._swap_memory = swap_memory
 
     def snapshot(self) -> MemorySnapshot:
-        vm = psutil.virtual_memory()
-        swap = psutil.swap_memory()
+        vm = self._virtual_memory()
+        swap = self._swap_memory()
         active, cache, peak = _mlx_figures()
         return MemorySnapshot(
             total_bytes=vm.total,
