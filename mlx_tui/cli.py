@@ -6,7 +6,6 @@ Imports stay lazy: the app's first frame must not wait for ``mlx_lm`` or the ser
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -54,6 +53,14 @@ def _setup_logging(log_file: Path | None, to_stderr: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C during start-up or a blocking call: no traceback
+        print("mlx-tui: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "app"
     if command == "status":
@@ -72,7 +79,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-def _json_dump(data: object) -> str:  # used by status
-    return json.dumps(data, indent=2)

@@ -379,3 +379,18 @@ def test_lowering_the_warning_below_current_use_cleans_up_at_once(
     runtime.settings_store.reload_if_changed()
     assert cache.loaded_names() == ["small"], "keep_on_cleanup = 1 keeps the most used"
     assert cache.memory().used_fraction < warning, "the gauge really dropped"
+
+
+def test_a_reload_announces_an_eta_from_the_last_load(seed_runtime: Runtime) -> None:
+    cache = seed_runtime.cache
+    events = record(cache)
+    assert cache.get("phi3.5-mini-4k").expected_load_seconds is None, "nothing measured yet"
+    use(cache, "phi3.5-mini-4k")
+    first = cache.get("phi3.5-mini-4k").load_time_seconds
+    cache.evict("phi3.5-mini-4k")
+    assert cache.get("qwen2.5-coder-32b").expected_load_seconds is not None, "from past load speed"
+    use(cache, "phi3.5-mini-4k")
+    started = [e for e in events if e.kind is EventKind.LOAD_STARTED]
+    assert started[0].data["expected_seconds"] is None
+    assert started[1].data["expected_seconds"] == first
+    assert "about" in started[1].message
