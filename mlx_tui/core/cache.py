@@ -310,8 +310,9 @@ class ModelCache:
 
     def get(self, name: str) -> ModelView:
         """One model's view; raises :class:`UnknownModel`."""
+        entry = self._entry(name)
         with self._lock:
-            return self._view(self._entry(name))
+            return self._view(entry)
 
     def loaded_names(self) -> list[str]:
         with self._lock:
@@ -341,13 +342,20 @@ class ModelCache:
         return entry
 
     def _entry(self, name: str) -> _Entry:
-        """Under the lock: the entry for a name, alias or folder path; raises UnknownModel."""
-        entry = self._entries.get(self._aliases.get(name, name))
-        if entry is None:
-            entry = self._register(self._catalog.resolve(name))
+        """The entry for a name, alias or folder path; raises UnknownModel.
+
+        Call it before taking the lock: resolving a new name may scan the disk.
+        """
+        with self._lock:
+            entry = self._entries.get(self._aliases.get(name, name))
+        if entry is not None:
+            return entry
+        info = self._catalog.resolve(name)
+        with self._lock:
+            entry = self._register(info)
             if entry.name != name:
                 self._aliases[name] = entry.name
-        return entry
+            return entry
 
     # -- loading ---------------------------------------------------------------------------------
     def load(self, name: str, reason: str = "request") -> "Future[ModelView]":
@@ -356,8 +364,9 @@ class ModelCache:
         Returns a future that resolves to the loaded model's view, or raises
         :class:`ModelLoadError` / :class:`ModelTooLarge`. Does not count as a use.
         """
+        entry = self._entry(name)
         with self._lock:
-            return self._start_load(self._entry(name), reason)
+            return self._start_load(entry, reason)
 
     def _start_load(self, entry: _Entry, reason: str) -> "Future[ModelView]":
         if entry.state is ModelState.LOADED:
@@ -474,9 +483,9 @@ class ModelCache:
         Raises :class:`UnknownModel`, :class:`ModelLoadError` or :class:`ModelTooLarge`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        entry = self._entry(name)
         now = self._clock()
         with self._lock:
-            entry = self._entry(name)
             entry.use_count += 1
             entry.last_used = now
             entry.recent_uses.append(now)
@@ -540,15 +549,16 @@ class ModelCache:
 
     def evict(self, name: str, reason: str = "asked by user") -> bool:
         """Unload ``name`` now; if it is in use, when its request ends. True if unloaded now."""
+        entry = self._entry(name)
         with self._lock:
-            victim = self._take(self._entry(name), reason)
+            victim = self._take(entry, reason)
         self._finish_evictions([victim] if victim else [])
         return victim is not None
 
     def pin(self, name: str, pinned: bool = True) -> None:
         """A pinned model survives normal clean-ups and admission (not an emergency)."""
+        entry = self._entry(name)
         with self._lock:
-            entry = self._entry(name)
             entry.pinned = pinned
         kind = EventKind.PINNED if pinned else EventKind.UNPINNED
         self._emit(kind, f"{name}: {'pinned' if pinned else 'unpinned'}", name)
