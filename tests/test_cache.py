@@ -45,8 +45,10 @@ def use(cache: ModelCache, name: str, times: int = 1) -> None:
 @pytest.fixture
 def seed_runtime(runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path],
                  fixed_probe: FixedMemoryProbe) -> Runtime:
+    """The seed's three models under the seed's rules: ``frequency``, keep the best one."""
     models = {name: str(model_factory(name, seed=i)) for i, name in enumerate(SEED_MODELS)}
-    return runtime_factory(models, probe=fixed_probe)
+    return runtime_factory(models, probe=fixed_probe, cache={"policy": "frequency"},
+                           memory={"cleanup": "keep_best"})
 
 
 def test_a_model_loads_on_first_use_and_tracks_the_seed_fields(seed_runtime: Runtime) -> None:

@@ -25,7 +25,7 @@ def test_the_shipped_settings_file_is_the_documented_defaults() -> None:
     assert shipped.memory.emergency_threshold == 0.98
     assert shipped.memory.background_load_below == 0.70
     assert shipped.memory.keep_on_cleanup == 1
-    assert shipped.cache.policy == "frequency"
+    assert shipped.cache.policy == "value" and shipped.memory.cleanup == "just_enough"
     assert shipped.cache.preload == ("default",)
     assert shipped.models == {"default": "demo"}
     assert shipped.api.port == 11435

@@ -443,8 +443,6 @@ class ModelCache:
                 speed = loaded.resident_bytes / loaded.weights_seconds
                 self._load_speed = speed if self._load_speed is None else 0.5 * (self._load_speed + speed)
             view = self._view(entry)
-        if self._store is not None:
-            self._store.record_load(entry.name, loaded.load_seconds)
         tok = "tokenizer reused" if loaded.tokenizer_reused else f"tokenizer {loaded.tokenizer_seconds:.2f} s"
         self._emit(
             EventKind.LOADED,
@@ -452,7 +450,9 @@ class ModelCache:
             f"{loaded.weights_seconds:.2f} s, {tok}), {format_bytes(loaded.resident_bytes)} ({reason})",
             entry.name, load_time_seconds=loaded.load_seconds, resident_bytes=loaded.resident_bytes,
         )
-        future.set_result(view)
+        future.set_result(view)  # the waiting request goes on before the bookkeeping below
+        if self._store is not None:
+            self._store.record_load(entry.name, loaded.load_seconds)
 
     def _admit(self, entry: _Entry) -> list[_Victim]:
         """Plan room for ``entry``; returns the models taken for eviction, or raises."""

@@ -15,6 +15,11 @@ Two moments need a decision:
   unload the least valuable until use is back under the threshold, never fewer than ``keep``
   (``just_enough``). Past the emergency threshold, everything goes.
 
+Both walk the policy's order from the least valuable up until enough is freed, then give back
+the victims a later, larger one made unnecessary (most valuable first): without that, making
+room for 2 GB could unload a small model *and* the 17 GB one after it, when the 17 GB one alone
+was enough.
+
 Models with a live lease (``in_use``) are never chosen to be unloaded now; a clean-up returns
 them as ``deferred`` so the cache unloads them when their lease ends.
 """
@@ -78,6 +83,23 @@ def _evictable(entries: Sequence[EntryStats]) -> list[EntryStats]:
     return [e for e in entries if not e.pinned and not e.in_use]
 
 
+def _give_back(
+    victims: list[EntryStats], projected: float, limit: float, spare_slots: int | None = None
+) -> tuple[list[EntryStats], float]:
+    """Keep the ``victims`` (least valuable first) that still fit under ``limit`` once the
+    others are gone, the most valuable first; at most ``spare_slots`` of them when given."""
+    going = list(victims)
+    for victim in reversed(victims):
+        if spare_slots == 0:
+            break
+        if projected + victim.size_bytes < limit:
+            going.remove(victim)
+            projected += victim.size_bytes
+            if spare_slots is not None:
+                spare_slots -= 1
+    return going, projected
+
+
 def plan_admission(
     need_bytes: int,
     loaded: Sequence[EntryStats],
@@ -110,12 +132,12 @@ def plan_admission(
     victims_in_order = list(reversed(policy(_evictable(loaded), now)))
     projected = used_bytes + need_bytes
     count_after = len(loaded) + 1
-    evict: list[str] = []
+    chosen: list[EntryStats] = []
     for victim in victims_in_order:
         over_count = max_loaded > 0 and count_after > max_loaded
         if projected < warning_bytes and not over_count:
             break
-        evict.append(victim.name)
+        chosen.append(victim)
         projected -= victim.size_bytes
         count_after -= 1
     if max_loaded > 0 and count_after > max_loaded:
@@ -137,7 +159,9 @@ def plan_admission(
             ),
             projected_fraction=projected / total_bytes,
         )
-    return AdmissionPlan(evict=tuple(evict), projected_fraction=projected / total_bytes)
+    slots = max_loaded - count_after if max_loaded > 0 else None
+    going, projected = _give_back(chosen, projected, warning_bytes, slots)
+    return AdmissionPlan(evict=tuple(v.name for v in going), projected_fraction=projected / total_bytes)
 
 
 def plan_cleanup(
@@ -186,6 +210,7 @@ def plan_cleanup(
                 break
             going.append(victim)
             projected -= victim.size_bytes
+        going, _ = _give_back(going, projected, warning_bytes)
         kept = [e for e in ranked if e not in going]
     if not going:
         return CleanupPlan()

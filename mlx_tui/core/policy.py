@@ -9,6 +9,7 @@ so what the benchmarks measure is exactly what the cache does.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,6 +22,8 @@ __all__ = [
     "rank_frequency",
     "rank_lru",
     "rank_cost",
+    "rank_value",
+    "request_rate",
 ]
 
 
@@ -73,13 +76,79 @@ def rank_cost(entries: Sequence[EntryStats], now: float) -> list[EntryStats]:
     return sorted(entries, key=lambda e: (-value(e), -e.last_used, e.name))
 
 
+SILENCE_GAPS = 2.0
+"""How many of its usual gaps a model may go unused before its rate is read off the silence."""
+
+_FALLBACK_DISK_BYTES_PER_S = 2e9
+"""A slow SSD, to price a reload before a model's load time was ever measured."""
+
+
+def _uses(e: EntryStats) -> tuple[float, ...]:
+    return e.recent_uses or ((e.last_used,) if e.use_count else ())
+
+
+def request_rate(e: EntryStats, now: float, horizon: float) -> float:
+    """Requests per second to expect for ``e``, from its uses alone.
+
+    Two readings, combined by their geometric mean:
+
+    * **recent**: one over the mean gap between its ``recent_uses``, but no more than
+      ``SILENCE_GAPS`` over the time since the last use, so a burst that has ended stops
+      counting (after two of its gaps without a use, the silence is the better estimate).
+      A model used once has no gap yet; it is taken to come back once per ``horizon``.
+    * **long run**: ``use_count`` over ``horizon`` (the longest span of recent uses among the
+      models being ranked, a proxy for how long the cache has been watching), so the main model
+      of the day is not forgotten during a burst on another.
+
+    A model never used (preloaded) has rate 0.
+    """
+    uses = _uses(e)
+    if not uses:
+        return 0.0
+    tiny = 1e-6
+    since_last = max(now - uses[-1], tiny)
+    if len(uses) >= 2:
+        gap = max((uses[-1] - uses[0]) / (len(uses) - 1), tiny)
+    else:
+        gap = max(horizon, since_last)
+    recent = min(1.0 / gap, SILENCE_GAPS / since_last)
+    long_run = max(e.use_count, len(uses)) / max(horizon, now - uses[0], tiny)
+    return math.sqrt(recent * long_run)
+
+
+def rank_value(entries: Sequence[EntryStats], now: float) -> list[EntryStats]:
+    """Expected reload-seconds saved per second held, per square root of the bytes held.
+
+    Value = request rate (:func:`request_rate`) x seconds to load it again / sqrt(bytes). Rate
+    times reload cost is what unloading the model will cost, per second, from now on. Dividing
+    that by the full size (reload-seconds per byte-second) would be right if memory were freed
+    by the byte, but it is freed a model at a time: unloading a 17 GB model to make room for a
+    2 GB one wastes most of what it frees. With the square root, big models still pay for their
+    room, but a 32B model wanted as often as a 1.5B one is worth about as much (not a fifth), so
+    how often each is wanted decides. Ties go to the most recently used. This leans on the
+    planner giving back victims a larger one made unnecessary (``benchmarks/policy_replay.py``
+    measures it against the offline optimum).
+    """
+    if not entries:
+        return []
+    horizon = max((now - uses[0] for uses in map(_uses, entries) if uses), default=0.0)
+
+    def value(e: EntryStats) -> float:
+        cost = e.load_time_seconds if e.load_time_seconds > 0 else e.size_bytes / _FALLBACK_DISK_BYTES_PER_S
+        return request_rate(e, now, horizon) * cost / math.sqrt(max(e.size_bytes, 1))
+
+    values = {e.name: value(e) for e in entries}
+    return sorted(entries, key=lambda e: (-values[e.name], -e.last_used, e.name))
+
+
 POLICIES: dict[str, Policy] = {
     "frequency": rank_frequency,
     "lru": rank_lru,
     "cost": rank_cost,
+    "value": rank_value,
 }
 
-DEFAULT_POLICY = "frequency"
+DEFAULT_POLICY = "value"  # chosen from benchmarks/policy_replay.py, see BENCHMARKS.md
 
 
 def get_policy(name: str) -> Policy:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from .planner import CLEANUP_MODES
+from .policy import DEFAULT_POLICY
 
 __all__ = [
     "MemorySettings",
@@ -63,7 +64,7 @@ class MemorySettings:
     emergency_threshold: float = 0.98
     background_load_below: float = 0.70
     keep_on_cleanup: int = 1
-    cleanup: str = "keep_best"
+    cleanup: str = "just_enough"
     poll_seconds: float = 1.0
 
 
@@ -71,7 +72,7 @@ class MemorySettings:
 class CacheSettings:
     """How the cache chooses what to keep and what to load at start."""
 
-    policy: str = "frequency"
+    policy: str = DEFAULT_POLICY
     preload: tuple[str, ...] = ("default",)
     preload_popular: int = 0
     idle_unload_seconds: float = 0.0

@@ -100,6 +100,10 @@ class Store:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA foreign_keys = ON")
+        # WAL without a sync per commit: a use or a load is recorded in microseconds instead of
+        # an fsync (~15 ms) on every request; a power cut may lose the last few statistics.
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
         self._migrate()
 
     def _migrate(self) -> None:
