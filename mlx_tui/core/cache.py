@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from .catalog import Catalog, ModelInfo, UnknownModel
 from .events import CacheEvent, EventKind, Listener
-from .loader import LoadedModel, ModelLoader, ModelLoadError
+from .loader import LoadedModel, ModelLoader, ModelLoadError, end_mlx_thread
 from .memory import MemoryProbe, MemorySnapshot
 from .planner import CleanupPlan, Thresholds, plan_admission, plan_cleanup
 from .policy import EntryStats, get_policy
@@ -49,7 +49,16 @@ class ModelState(str, Enum):
 
 
 class ModelTooLarge(ModelLoadError):
-    """A load refused because the model cannot fit, with the figures in the message."""
+    """A load refused because the model cannot fit, with the figures in the message and as
+    attributes (bytes): ``need_bytes``, ``freeable_bytes``, ``used_bytes``, ``total_bytes``."""
+
+    def __init__(self, message: str, *, need_bytes: int = 0, freeable_bytes: int = 0,
+                 used_bytes: int = 0, total_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.need_bytes = need_bytes
+        self.freeable_bytes = freeable_bytes
+        self.used_bytes = used_bytes
+        self.total_bytes = total_bytes
 
 
 @dataclass(frozen=True)
@@ -406,6 +415,17 @@ class ModelCache:
 
     def _run_load(self, entry: _Entry, future: Future[ModelView], reason: str) -> None:
         try:
+            self._load_and_report(entry, future, reason)
+        finally:
+            end_mlx_thread()
+
+    def _load_and_report(self, entry: _Entry, future: Future[ModelView], reason: str) -> None:
+        # Once running, a caller's future.cancel() fails: the load is shared by every waiter.
+        if not future.set_running_or_notify_cancel():
+            with self._lock:
+                entry.state = ModelState.NOT_LOADED
+            return
+        try:
             with self._admission:
                 victims = self._admit(entry)
                 self._finish_evictions(victims)
@@ -471,7 +491,9 @@ class ModelCache:
                 max_loaded=self._settings.cache.max_loaded, name=entry.name,
             )
             if not plan.allowed:
-                raise ModelTooLarge(plan.refused or "refused")
+                raise ModelTooLarge(plan.refused or "refused", need_bytes=plan.need_bytes,
+                                    freeable_bytes=plan.freeable_bytes,
+                                    used_bytes=snap.used_bytes, total_bytes=snap.total_bytes)
             reason = f"making room for {entry.name}"
             return [v for v in (self._take(self._entries[n], reason) for n in plan.evict) if v]
 

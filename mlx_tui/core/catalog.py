@@ -24,6 +24,7 @@ __all__ = [
     "DEMO_MODEL_PATH",
     "inspect_model_folder",
     "estimate_resident_bytes",
+    "hf_cache_dir",
 ]
 
 DEMO_MODEL_PATH = Path(__file__).resolve().parent.parent / "demo_model"
@@ -118,11 +119,20 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", ".")) or os.sep in value and Path(value).expanduser().exists()
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (not at import time):
+    ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
 def _hf_snapshot(repo_id: str) -> Path | None:
     """The local snapshot folder of ``repo_id`` in the Hugging Face cache, without network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json")
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hf_cache_dir())
     return Path(found).parent if isinstance(found, str) else None
 
 
@@ -170,7 +180,7 @@ class Catalog:
         from huggingface_hub.errors import CacheNotFound
 
         try:
-            cache = scan_cache_dir()
+            cache = scan_cache_dir(hf_cache_dir())
         except (CacheNotFound, OSError):
             return
         for repo in sorted(cache.repos, key=lambda r: r.repo_id):

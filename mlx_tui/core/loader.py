@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .catalog import ModelInfo
 
-__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader"]
+__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader", "end_mlx_thread"]
 
 
 class ModelLoadError(RuntimeError):
@@ -124,6 +124,17 @@ class MlxLoader:
         if mx is not None:
             mx.clear_cache()
         _trim_malloc_arenas()
+
+
+def end_mlx_thread() -> None:
+    """Call at the end of a short-lived thread that ran MLX work (a load, a generation).
+
+    MLX keeps streams per thread; a thread that ends without releasing them can make the
+    process abort at exit ("terminate called without an active exception").
+    """
+    mx = sys.modules.get("mlx.core")
+    if mx is not None and hasattr(mx, "clear_streams"):
+        mx.clear_streams()
 
 
 def _trim_malloc_arenas() -> None:

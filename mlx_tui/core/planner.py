@@ -62,6 +62,8 @@ class AdmissionPlan:
     evict: tuple[str, ...] = ()
     refused: str | None = None
     projected_fraction: float = 0.0
+    need_bytes: int = 0
+    freeable_bytes: int = 0
 
     @property
     def allowed(self) -> bool:
@@ -119,17 +121,18 @@ def plan_admission(
     """
     if total_bytes <= 0:
         return AdmissionPlan(refused="total memory is unknown")
+    victims_in_order = list(reversed(policy(_evictable(loaded), now)))
+    freeable = sum(v.size_bytes for v in victims_in_order)
+
+    def refuse(reason: str, projected: float) -> AdmissionPlan:
+        return AdmissionPlan(refused=reason, projected_fraction=projected / total_bytes,
+                             need_bytes=need_bytes, freeable_bytes=freeable)
+
     if need_bytes >= total_bytes:
-        return AdmissionPlan(
-            refused=(
-                f"{name} needs {format_bytes(need_bytes)}, more than this machine's "
-                f"{format_bytes(total_bytes)} of memory"
-            ),
-            projected_fraction=(used_bytes + need_bytes) / total_bytes,
-        )
+        return refuse(f"{name} needs {format_bytes(need_bytes)}, more than this machine's "
+                      f"{format_bytes(total_bytes)} of memory", used_bytes + need_bytes)
     warning_bytes = thresholds.warning * total_bytes
     emergency_bytes = thresholds.emergency * total_bytes
-    victims_in_order = list(reversed(policy(_evictable(loaded), now)))
     projected = used_bytes + need_bytes
     count_after = len(loaded) + 1
     chosen: list[EntryStats] = []
@@ -141,23 +144,15 @@ def plan_admission(
         projected -= victim.size_bytes
         count_after -= 1
     if max_loaded > 0 and count_after > max_loaded:
-        return AdmissionPlan(
-            refused=(
-                f"{name} cannot load: max_loaded is {max_loaded} and the other loaded models "
-                "are pinned or in use"
-            ),
-            projected_fraction=projected / total_bytes,
-        )
+        return refuse(f"{name} cannot load: max_loaded is {max_loaded} and the other loaded "
+                      "models are pinned or in use", projected)
     if projected >= emergency_bytes:
-        freeable = sum(v.size_bytes for v in victims_in_order)
-        return AdmissionPlan(
-            refused=(
-                f"{name} needs {format_bytes(need_bytes)}, {format_bytes(freeable)} can be freed; "
-                f"it would bring memory in use to {projected / total_bytes:.0%}, past the "
-                f"emergency threshold of {thresholds.emergency:.0%} "
-                f"({format_bytes(used_bytes)} of {format_bytes(total_bytes)} in use now)"
-            ),
-            projected_fraction=projected / total_bytes,
+        return refuse(
+            f"{name} needs {format_bytes(need_bytes)}, {format_bytes(freeable)} can be freed; "
+            f"it would bring memory in use to {projected / total_bytes:.0%}, past the "
+            f"emergency threshold of {thresholds.emergency:.0%} "
+            f"({format_bytes(used_bytes)} of {format_bytes(total_bytes)} in use now)",
+            projected,
         )
     slots = max_loaded - count_after if max_loaded > 0 else None
     going, projected = _give_back(chosen, projected, warning_bytes, slots)

@@ -1,0 +1,257 @@
+"""The Starlette application: routes over one :class:`~mlx_tui.core.runtime.Runtime`.
+
+The event loop never blocks: ``/`` and ``/health`` read the cache's lock-protected views (fast),
+cache actions (load, evict, pin, clean-up, catalog scan) run in the thread pool, loads are
+awaited through their futures without holding a thread, and each chat reply is generated in
+its own thread (:mod:`.streaming`).
+
+Routes: ``GET /`` and ``GET /health`` (the seed's ``cached_models``), ``GET /v1/models``,
+``POST /v1/chat/completions``, and ``POST /models/load|evict|pin|cleanup`` for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+from concurrent.futures import Future
+from typing import Any, AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..core.cache import ModelCache, ModelView
+from ..core.catalog import UnknownModel
+from ..core.loader import ModelLoadError
+from ..core.runtime import Runtime
+from .bodies import flag, json_body, model_name
+from .documents import health_document, model_document
+from .errors import ApiError, as_api_error, bad_request
+from .openai import ChatRequest, Reply, model_object
+from .streaming import Generation, Generations, cancel_on_disconnect
+
+__all__ = ["create_app", "OPEN_PATHS"]
+
+log = logging.getLogger("mlx_tui.server")
+
+OPEN_PATHS = frozenset({"/health"})
+"""Paths that answer without the API key (with the status only, no model names)."""
+
+
+class BearerAuth:
+    """ASGI middleware: with an API key set, every request needs ``Authorization: Bearer KEY``.
+
+    ``/health`` still answers without it, with ``status`` alone, for liveness probes.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            got = dict(scope["headers"]).get(b"authorization", b"")
+            authorized = hmac.compare_digest(got, self._expected)
+            scope.setdefault("state", {})["authorized"] = authorized
+            if not authorized and scope["path"] not in OPEN_PATHS:
+                message = ("this mlx-tui API needs a key: send 'Authorization: Bearer KEY' "
+                           "with the [api].api_key of its settings.toml")
+                error = ApiError(401, "authentication_error", message,
+                                 headers={"WWW-Authenticate": "Bearer"})
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _cache(request: Request) -> ModelCache:
+    return request.app.state.runtime.cache
+
+
+async def _await_load(future: "Future[ModelView]") -> ModelView:
+    """Wait for a load without a thread; never cancel it (other requests share the load)."""
+    return await asyncio.shield(asyncio.wrap_future(future))
+
+
+# -- routes -------------------------------------------------------------------------------------
+async def health(request: Request) -> Response:
+    cache = _cache(request)
+    doc = health_document(cache)
+    if not request.scope.get("state", {}).get("authorized", True):
+        doc = {"status": doc["status"]}
+    return JSONResponse(doc)
+
+
+def _created(view: ModelView) -> int:
+    """OpenAI's ``created``: when the model's folder last changed (0 when unknown)."""
+    try:
+        return int(os.stat(view.path).st_mtime) if view.path else 0
+    except OSError:
+        return 0
+
+
+def _model_list(cache: ModelCache) -> dict[str, Any]:
+    cache.refresh_catalog()  # folders and downloads that appeared since the start
+    return {"object": "list", "data": [model_object(v, _created(v)) for v in cache.models()]}
+
+
+def _one_model(cache: ModelCache, name: str) -> dict[str, Any]:
+    view = cache.get(name)
+    return model_object(view, _created(view))
+
+
+async def list_models(request: Request) -> Response:
+    return JSONResponse(await run_in_threadpool(_model_list, _cache(request)))
+
+
+async def get_model(request: Request) -> Response:
+    name = request.path_params["name"]
+    return JSONResponse(await run_in_threadpool(_one_model, _cache(request), name))
+
+
+async def chat_completions(request: Request) -> Response:
+    chat = ChatRequest.parse(await json_body(request))
+    generation = Generation(request.app.state.runtime.chat, chat, request.app.state.generations)
+    reply = Reply(chat.model)
+    try:
+        async with cancel_on_disconnect(request.receive, generation.cancel):
+            # The first piece (or the error) comes after the load: a model that cannot load
+            # answers with its HTTP status, not with a stream that fails.
+            first = await generation.next()
+            if not chat.stream:
+                parts, stats, delta = [], None, first
+                while delta is not None:
+                    parts.append(delta.text)
+                    stats = delta.stats or stats
+                    delta = await generation.next()
+                assert stats is not None
+                return JSONResponse(reply.completion("".join(parts), stats))
+    except BaseException:
+        generation.cancel.set()
+        raise
+    return StreamingResponse(
+        _sse(generation, first, chat, reply, _cache(request)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+
+
+async def _sse(generation: Generation, first: Any, chat: ChatRequest, reply: Reply,
+               cache: ModelCache) -> AsyncIterator[str]:
+    """The reply as server-sent events: role, content pieces, finish (and usage), ``[DONE]``.
+
+    If the client goes away, Starlette cancels this generator and ``finally`` stops the
+    generation; an error after the stream began is sent as one ``{"error": ...}`` event.
+    """
+    try:
+        yield _event(reply.chunk({"role": "assistant", "content": ""}))
+        stats, delta = None, first
+        while delta is not None:
+            if delta.text:
+                yield _event(reply.chunk({"content": delta.text}))
+            stats = delta.stats or stats
+            delta = await generation.next()
+        assert stats is not None
+        yield _event(reply.final_chunk(stats))
+        if chat.include_usage:
+            yield _event(reply.usage_chunk(stats))
+    except Exception as exc:  # noqa: BLE001 - the status line is sent; report in the stream
+        error = as_api_error(exc, cache)
+        if error.type == "internal_error":
+            log.error("chat stream failed", exc_info=exc)
+        yield _event(error.body())
+    finally:
+        generation.cancel.set()
+    yield "data: [DONE]\n\n"
+
+
+async def load_model(request: Request) -> Response:
+    """``{"model": N, "wait": true}``: load N (evicting by policy), answer when it is loaded."""
+    body = await json_body(request)
+    name, wait = model_name(body), flag(body, "wait", True)
+    cache = _cache(request)
+    future = await run_in_threadpool(cache.load, name, "asked via the API")
+    if not wait:
+        view = await run_in_threadpool(cache.get, name)
+        return JSONResponse({"model": model_document(view)}, status_code=202)
+    view = await _await_load(future)
+    return JSONResponse({"model": model_document(view)})
+
+
+async def evict_model(request: Request) -> Response:
+    """``{"model": N}``: unload N now, or when its last request ends if it is in use."""
+    name = model_name(await json_body(request))
+    cache = _cache(request)
+    evicted = await run_in_threadpool(cache.evict, name, "asked via the API")
+    view = await run_in_threadpool(cache.get, name)
+    return JSONResponse({"model": model_document(view), "evicted": evicted,
+                         "deferred": view.evict_when_idle})
+
+
+async def pin_model(request: Request) -> Response:
+    """``{"model": N, "pinned": true}``: keep N through normal clean-ups (false unpins)."""
+    body = await json_body(request)
+    name, pinned = model_name(body), flag(body, "pinned", True)
+    cache = _cache(request)
+    await run_in_threadpool(cache.pin, name, pinned)
+    view = await run_in_threadpool(cache.get, name)
+    return JSONResponse({"model": model_document(view)})
+
+
+async def cleanup(request: Request) -> Response:
+    """``{"level": "normal" | "emergency"}``: run a clean-up now, as at that threshold."""
+    body = await json_body(request)
+    level = body.get("level", "normal")
+    if level not in ("normal", "emergency"):
+        raise bad_request(f'level must be "normal" or "emergency", got {level!r}')
+    plan = await run_in_threadpool(_cache(request).cleanup, level, "asked via the API")
+    return JSONResponse({"level": plan.level, "evicted": list(plan.evict),
+                         "deferred": list(plan.deferred), "kept": list(plan.kept),
+                         "reason": plan.reason})
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPException) and exc.status_code in (404, 405):
+        what = "no such endpoint" if exc.status_code == 404 else f"{request.method} is not allowed on"
+        exc = HTTPException(exc.status_code, f"{what} {request.url.path} (the README lists the API)",
+                            exc.headers)
+    return as_api_error(exc, _cache(request)).response()
+
+
+def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
+    """The API over ``runtime``; with ``api_key`` every route but ``/health`` needs it."""
+    app = Starlette(
+        routes=[
+            Route("/", health, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{name:path}", get_model, methods=["GET"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/models/load", load_model, methods=["POST"]),
+            Route("/models/evict", evict_model, methods=["POST"]),
+            Route("/models/pin", pin_model, methods=["POST"]),
+            Route("/models/cleanup", cleanup, methods=["POST"]),
+        ],
+        exception_handlers={
+            ApiError: _error,
+            HTTPException: _error,
+            UnknownModel: _error,
+            ModelLoadError: _error,  # ModelTooLarge too: a subclass
+            Exception: _error,  # unexpected: a JSON 500, the traceback only in the log
+        },
+    )
+    app.state.runtime = runtime
+    app.state.generations = Generations()
+    if api_key:
+        app.add_middleware(BearerAuth, api_key=api_key)
+    return app

@@ -1,0 +1,77 @@
+"""The JSON documents about the cache that ``GET /``, ``GET /health`` and ``mlx-tui status`` share.
+
+``cached_models`` follows the seed document: *cached* means in memory, so it lists the models
+that are loaded or loading, each with the seed's fields (``name``, ``use_count``,
+``last_used``, ``loaded_at``, ``load_time_seconds``) plus ``state``, ``pinned`` and
+``size_bytes``. Every model the catalog knows, loaded or not, is under ``models``.
+
+Plain functions of the cache's fast, lock-protected reads: safe to call on an event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..core.cache import ModelCache, ModelState, ModelView
+from ..core.memory import MemorySnapshot
+from ..core.planner import Thresholds
+from ..core.units import iso_seconds
+
+__all__ = ["CACHED_STATES", "zone", "memory_document", "model_document", "health_document"]
+
+CACHED_STATES = frozenset({ModelState.LOADED, ModelState.LOADING})
+
+
+def zone(fraction: float, thresholds: Thresholds) -> str:
+    """``"ok"``, ``"warning"`` or ``"emergency"``: where memory in use stands."""
+    if fraction >= thresholds.emergency:
+        return "emergency"
+    if fraction >= thresholds.warning:
+        return "warning"
+    return "ok"
+
+
+def memory_document(snap: MemorySnapshot, thresholds: Thresholds) -> dict[str, Any]:
+    """System and MLX memory with the thresholds the cache compares them with."""
+    return {
+        "used_fraction": round(snap.used_fraction, 4),
+        "total_bytes": snap.total_bytes,
+        "used_bytes": snap.used_bytes,
+        "available_bytes": snap.available_bytes,
+        "warning_threshold": thresholds.warning,
+        "emergency_threshold": thresholds.emergency,
+        "zone": zone(snap.used_fraction, thresholds),
+        "mlx_active_bytes": snap.mlx_active_bytes,
+        "mlx_cache_bytes": snap.mlx_cache_bytes,
+        "mlx_peak_bytes": snap.mlx_peak_bytes,
+        "swap_total_bytes": snap.swap_total_bytes,
+        "swap_used_bytes": snap.swap_used_bytes,
+        "pressure": snap.pressure_name,
+        "measured_at": iso_seconds(snap.taken_at),
+    }
+
+
+def model_document(view: ModelView) -> dict[str, Any]:
+    """One model: the seed's fields first, then state, pin, sizes and load progress."""
+    doc = view.to_dict()
+    doc["lifetime_use_count"] = view.lifetime_use_count
+    if view.state is ModelState.LOADING:
+        doc["progress"] = view.progress()
+        doc["eta_seconds"] = view.eta_seconds()
+    return doc
+
+
+def health_document(cache: ModelCache) -> dict[str, Any]:
+    """The body of ``GET /`` and ``GET /health``."""
+    views = cache.models()
+    snap = cache.memory()
+    models = [model_document(v) for v in views]
+    return {
+        "status": zone(snap.used_fraction, cache.thresholds),
+        "service": "mlx-tui",
+        "version": __version__,
+        "cached_models": [doc for doc, v in zip(models, views) if v.state in CACHED_STATES],
+        "memory": memory_document(snap, cache.thresholds),
+        "models": models,
+    }

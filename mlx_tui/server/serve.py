@@ -1,0 +1,205 @@
+"""Running the API: :class:`ApiServer` (uvicorn in a daemon thread, for the app and tests) and
+:func:`run_serve` (``mlx-tui serve``: the same server in the foreground until SIGTERM/SIGINT).
+
+The socket is bound before uvicorn starts, so a taken port is a :class:`PortInUse` raised by
+:meth:`ApiServer.start` in the caller's thread, not a log line in a background thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import ipaddress
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+import uvicorn
+
+from ..core.runtime import Runtime, build_runtime
+from .app import create_app
+
+__all__ = ["ApiServerError", "PortInUse", "UnsafeBind", "ApiServer", "run_serve", "is_loopback"]
+
+log = logging.getLogger("mlx_tui.server")
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+
+class ApiServerError(RuntimeError):
+    """The API cannot start; the message says what to change."""
+
+
+class PortInUse(ApiServerError):
+    """Another process listens on the port (often a second mlx-tui, or Ollama)."""
+
+
+class UnsafeBind(ApiServerError):
+    """A bind address other than loopback without ``[api].api_key``."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, ``127.x.x.x`` and ``::1``: addresses only this machine reaches."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        raise ApiServerError(f"cannot listen on {host!r}: {exc.strerror}; check [api].host") from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(
+                f"port {port} on {host} is in use (another mlx-tui or Ollama?); "
+                "run without the API or set [api].port"
+            ) from exc
+        raise ApiServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+class ApiServer:
+    """The HTTP API over one runtime's cache, served by uvicorn in a daemon thread.
+
+    ``start()`` binds (raising :class:`PortInUse` or :class:`UnsafeBind` at once) and returns
+    when the server accepts requests; ``stop()`` cancels replies under way and waits for the
+    thread; ``with ApiServer(...) as server:`` does both. It neither starts nor closes the
+    runtime: its owner does.
+    """
+
+    def __init__(self, runtime: Runtime, host: str, port: int, api_key: str = "") -> None:
+        self.runtime = runtime
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.app = create_app(runtime, api_key)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if not self.api_key and not is_loopback(self.host):
+            raise UnsafeBind(
+                f"refusing to serve the API on {self.host} without an API key: anyone on the "
+                "network could use it; set [api].api_key in settings.toml (clients then send "
+                "'Authorization: Bearer KEY') or bind to 127.0.0.1"
+            )
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]  # the real one when asked for port 0
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, lifespan="off", http="h11",
+            ws="none", loop="asyncio", timeout_graceful_shutdown=3,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="api-server",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
+            self._thread.join(0.01)
+        if not self._server.started:
+            self._server.should_exit = True
+            self._thread = None
+            why = self._error or f"not serving after {START_TIMEOUT:g} s"
+            raise ApiServerError(f"the API did not start on {self.url}: {why}")
+        log.info("API listening on %s%s", self.url, " (API key required)" if self.api_key else "")
+
+    def _serve(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        try:
+            self._server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported by start() or in the log
+            self._error = exc
+            log.exception("the API server stopped")
+        finally:
+            sock.close()
+
+    def stop(self) -> None:
+        """Cancel the replies under way, stop serving, and wait for the server thread."""
+        if self._server is None or self._thread is None:
+            return
+        self.app.state.generations.cancel_all()
+        self._server.should_exit = True
+        self._thread.join(STOP_TIMEOUT)
+        self._thread = None
+        log.info("API on %s stopped", self.url)
+
+    def __enter__(self) -> "ApiServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """``mlx-tui serve``: the API in the foreground until SIGTERM or SIGINT; exit code 0.
+
+    A taken port or an unsafe bind prints why on stderr and returns 2.
+    """
+    # Imported here, before any thread: a memory probe that runs while a load thread is
+    # still importing mlx.core meets a half-initialised module (core/memory.py, reported).
+    import mlx.core  # noqa: F401
+
+    runtime = build_runtime(args.settings, db_path=args.db)
+    settings = runtime.cache.settings.api
+    host = args.host or settings.host
+    port = settings.port if args.port is None else args.port
+    server = ApiServer(runtime, host, port, api_key=settings.api_key)
+    try:
+        server.start()
+    except ApiServerError as exc:
+        runtime.close()
+        print(f"mlx-tui serve: {exc}", file=sys.stderr)
+        return 2
+    store = runtime.settings_store
+    log.info("settings: %s (%s); preloading %s", store.path, store.source,
+             ", ".join(runtime.cache.preload_names()) or "nothing")
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    code = 0
+    try:
+        runtime.cache.start(preload=True)
+        while not stop.wait(0.5):
+            if not server.running:
+                log.error("the API server thread ended; exiting")
+                code = 1
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+        runtime.close()
+    return code
