@@ -7,6 +7,7 @@ threshold with the real probe.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -370,6 +371,7 @@ def test_lowering_the_warning_below_current_use_cleans_up_at_once(
                               probe=SystemMemoryProbe(),
                               memory={"warning_threshold": 0.99, "emergency_threshold": 0.995})
     cache = runtime.cache
+    os.sync()  # the model was just written: flush it, so page-cache writeback does not move the figure
     use(cache, "small", 3)
     use(cache, "big")
     size = cache.get("big").resident_bytes

@@ -61,3 +61,20 @@ def test_the_prompt_uses_the_models_chat_template(runtime_factory: Callable[...,
         prompt = render_prompt(lease.tokenizer, ASK)
     assert "<|im_start|>system\nYou are terse.<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_cancel_while_the_model_loads_returns_at_once(
+        runtime_factory: Callable[..., Runtime], tmp_path: Path) -> None:
+    from mlx_tui.devtools.modelgen import write_random_model
+
+    big = write_random_model(tmp_path / "big", target_bytes=600_000_000)
+    runtime = runtime_factory({"big": str(big)})
+    cancel = threading.Event()
+    stream = runtime.chat.stream("big", ASK, GenerationParams(max_tokens=5), cancel)
+    cancel.set()
+    [only] = list(stream)
+    assert only.stats is not None and only.stats.finish_reason == "cancelled"
+    assert only.stats.tokens == 0
+    assert runtime.cache.load("big").result(timeout=120).state is ModelState.LOADED, \
+        "the load itself goes on for whoever wants the model next"
+    assert runtime.cache.get("big").use_count == 0, "a cancelled request is not a use"

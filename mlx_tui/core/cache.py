@@ -323,6 +323,19 @@ class ModelCache:
         with self._lock:
             return self._view(entry)
 
+    def keep_order(self) -> list[str]:
+        """Every known name in the order the policy keeps them: loaded models (pinned first,
+        then the policy's ranking, most valuable first), then loads under way, then the rest
+        ranked the same way. This is the order a clean-up works from, for display."""
+        group = {ModelState.LOADED: 0, ModelState.LOADING: 1, ModelState.QUEUED: 1,
+                 ModelState.EVICTING: 2}
+        with self._lock:
+            entries = list(self._entries.values())
+            ranked = get_policy(self._settings.cache.policy)([e.stats() for e in entries], self._clock())
+            rank = {s.name: i for i, s in enumerate(ranked)}
+            state = {e.name: (group.get(e.state, 3), not e.pinned) for e in entries}
+        return sorted(rank, key=lambda n: (*state[n], rank[n]))
+
     def loaded_names(self) -> list[str]:
         with self._lock:
             return [n for n, e in self._entries.items() if e.state is ModelState.LOADED]

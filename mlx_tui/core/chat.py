@@ -93,6 +93,10 @@ class ChatEngine:
 
         started = time.perf_counter()
         was_loaded = self.cache.get(model).state is ModelState.LOADED
+        if not was_loaded and not self._wait_for_load(model, cancel):
+            yield ChatDelta(stats=ChatStats(model=model, loaded_first=True, finish_reason="cancelled",
+                                            total_seconds=time.perf_counter() - started))
+            return
         with self.cache.acquire(model) as lease:
             load_seconds = 0.0 if was_loaded else time.perf_counter() - started
             prompt = render_prompt(lease.tokenizer, messages)
@@ -132,6 +136,20 @@ class ChatEngine:
             load_seconds=load_seconds,
             finish_reason=finish,
         ))
+
+    def _wait_for_load(self, model: str, cancel: threading.Event | None) -> bool:
+        """Wait for ``model`` to load, watching ``cancel``; False when cancelled first.
+
+        The load goes on for whoever else wants the model; only this reply stops waiting.
+        """
+        future = self.cache.load(model, reason="chat")
+        while True:
+            try:
+                future.result(timeout=0.05)
+                return True
+            except TimeoutError:
+                if cancel is not None and cancel.is_set():
+                    return False
 
     def complete(self, model: str, messages: Sequence[ChatMessage],
                  params: GenerationParams = GenerationParams()) -> tuple[str, ChatStats]:

@@ -1,0 +1,359 @@
+"""The cached-models table: one row per known model, live, sortable, with keys to act on a row.
+
+Rows are keyed by model name. :meth:`ModelsTable.sync` takes fresh views from the cache and
+updates only the cells whose text changed, so a tick that changes nothing paints nothing. The
+default order is the policy's keep order (loaded models first, the one a clean-up keeps longest
+on top); any column can sort instead, ascending or descending, shown by an arrow in its header.
+
+Actions that touch the cache run in thread workers: an eviction frees memory (``gc`` and
+``mx.clear_cache``), a load may rescan a folder; neither belongs on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from ...core.cache import ModelCache, ModelState, ModelView
+from ...core.units import format_bytes
+from ..format import clock_time, duration, seconds
+
+__all__ = ["ModelsTable", "COLUMNS"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    key: str
+    label: str
+    width: int
+    sort_key: Callable[[ModelView], Any]
+    right: bool = False
+
+
+_STATE_RANK = {
+    ModelState.LOADED: 0, ModelState.LOADING: 1, ModelState.QUEUED: 2, ModelState.EVICTING: 3,
+    ModelState.NOT_LOADED: 4, ModelState.FAILED: 5,
+}
+
+
+def _state_key(v: ModelView) -> int:
+    """Usable first: loaded, loading, queued, evicting, not loaded, failed, unavailable."""
+    if v.state is ModelState.NOT_LOADED and v.error:
+        return 6
+    return _STATE_RANK[v.state]
+
+COLUMNS: tuple[ColumnSpec, ...] = (
+    ColumnSpec("name", "Model", 22, lambda v: v.name.lower()),
+    ColumnSpec("state", "State", 15, _state_key),
+    ColumnSpec("size", "Size", 10, lambda v: v.size_bytes, right=True),
+    ColumnSpec("uses", "Uses", 6, lambda v: v.use_count, right=True),
+    ColumnSpec("last_used", "Last use", 10, lambda v: v.last_used),
+    ColumnSpec("pinned", "Pin", 5, lambda v: v.pinned),
+    ColumnSpec("loaded_at", "Loaded", 9, lambda v: v.loaded_at if v.is_loaded else 0.0),
+    ColumnSpec("load_time", "Load s", 8, lambda v: v.load_time_seconds, right=True),
+)
+_COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+
+
+class ModelsTable(DataTable):
+    """Shows every model the cache knows and acts on the selected one.
+
+    Owned by the app, which calls :meth:`sync` when the cache reports a change; the table never
+    keeps model state of its own beyond what it displays.
+    """
+
+    BINDINGS = [
+        Binding("c", "chat_with", "Chat", id="chat-with",
+                tooltip="Chat with the selected model (enter does the same)"),
+        Binding("l", "load", "Load", id="load",
+                tooltip="Load the selected model in the background"),
+        Binding("x", "evict", "Evict", id="evict",
+                tooltip="Unload the selected model now (when its reply ends, if in use)"),
+        Binding("p", "pin", "Pin", id="pin",
+                tooltip="Pin or unpin the selected model: pinned models survive normal clean-ups"),
+        Binding("u", "cleanup", "Clean up", id="cleanup",
+                tooltip="Normal clean-up now: keep the most valuable models, unload the rest"),
+        Binding("U", "emergency_cleanup", "Unload all", id="emergency-cleanup",
+                tooltip="Emergency clean-up now: unload every model (asks first)"),
+        Binding("s", "sort_next", "Sort", id="sort-next",
+                tooltip="Sort by the next column (the arrow in the header shows which)"),
+        Binding("r", "sort_reverse", "Reverse", id="sort-reverse",
+                tooltip="Reverse the sort direction"),
+        Binding("0", "sort_default", "Keep order", id="sort-default",
+                tooltip="Back to the default order: the policy's keep order"),
+        *(Binding(str(i + 1), f"sort_by('{c.key}')", f"Sort by {c.label}", id=f"sort-{i + 1}",
+                  show=False, tooltip=f"Sort by {c.label} (again: reverse)")
+          for i, c in enumerate(COLUMNS)),
+    ]
+
+    COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {
+        "models-table--loaded",
+        "models-table--busy",
+        "models-table--failed",
+        "models-table--muted",
+        "models-table--chat",
+    }
+
+    DEFAULT_CSS = """
+    ModelsTable > .models-table--loaded { color: $success; }
+    ModelsTable > .models-table--busy { color: $warning; }
+    ModelsTable > .models-table--failed { color: $error; }
+    ModelsTable > .models-table--muted { color: $text-muted; }
+    ModelsTable > .models-table--chat { color: $accent; text-style: bold; }
+    """
+
+    class ChatWith(Message):
+        """The user picked a model to chat with."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    class ConfirmEmergency(Message):
+        """The user asked for an emergency clean-up; the app asks for confirmation."""
+
+    def __init__(self, cache: ModelCache, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self._cache = cache
+        self._views: dict[str, ModelView] = {}
+        self._shown: dict[tuple[str, str], tuple[str, str]] = {}
+        self.sort_column: str | None = None  # None: the policy's keep order
+        self.sort_reverse = False
+        self.chat_model: str | None = None
+
+    def on_mount(self) -> None:
+        for spec in COLUMNS:
+            self.add_column(self._label(spec), key=spec.key, width=spec.width)
+        self._update_title()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.sync(force=True))
+
+    # -- reading -----------------------------------------------------------------------------------
+    @property
+    def selected(self) -> str | None:
+        """Name of the model under the cursor."""
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def order(self) -> list[str]:
+        """Model names top to bottom as shown."""
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    def row_text(self, name: str) -> dict[str, str]:
+        """The cells of one model's row as the table holds them, plain text by column key."""
+        return {spec.key: str(cell) for spec, cell in zip(COLUMNS, self.get_row(name))}
+
+    def header_text(self) -> list[str]:
+        return [str(self.columns[spec.key].label).strip() for spec in COLUMNS]  # type: ignore[index]
+
+    # -- cells -------------------------------------------------------------------------------------
+    def _style(self, name: str) -> Style:
+        # Only the colour and weight: a background here would hide the cursor row's.
+        style = self.get_component_rich_style(f"models-table--{name}")
+        return Style(color=style.color, bold=style.bold)
+
+    def _state_cell(self, v: ModelView, now: float) -> Text:
+        state = v.state
+        if state is ModelState.LOADING:
+            progress, eta = v.progress(now), v.eta_seconds(now)
+            if progress is not None and eta is not None:
+                return Text(f"loading {progress:.0%} ~{duration(eta)}", self._style("busy"))
+            return Text(f"loading {duration(now - v.load_started_at)}", self._style("busy"))
+        if state is ModelState.LOADED:
+            if v.leases:
+                return Text("in use, unload" if v.evict_when_idle else "in use", self._style("loaded")
+                            + Style(bold=True))
+            return Text("loaded", self._style("loaded"))
+        if state is ModelState.FAILED:
+            return Text("failed", self._style("failed"))
+        if state in (ModelState.QUEUED, ModelState.EVICTING):
+            return Text(state.value, self._style("busy"))
+        if v.error:
+            return Text("unavailable", self._style("failed"))
+        return Text("not loaded", self._style("muted"))
+
+    def _cells(self, v: ModelView, now: float) -> dict[str, Text]:
+        size = format_bytes(v.resident_bytes) if v.resident_bytes else (
+            f"~{format_bytes(v.estimated_bytes)}" if v.estimated_bytes else "?")
+        name_style = self._style("chat") if v.name == self.chat_model else Style()
+        cells = {
+            "name": Text(v.name, name_style),
+            "state": self._state_cell(v, now),
+            "size": Text(size),
+            "uses": Text(str(v.use_count)),
+            "last_used": Text(clock_time(v.last_used, now)),
+            "pinned": Text("●" if v.pinned else ""),
+            "loaded_at": Text(clock_time(v.loaded_at, now) if v.is_loaded else "-"),
+            "load_time": Text(seconds(v.load_time_seconds)),
+        }
+        for spec in COLUMNS:
+            if spec.right:
+                cells[spec.key].justify = "right"
+        return cells
+
+    # -- updating ----------------------------------------------------------------------------------
+    def sync(self, views: list[ModelView] | None = None, force: bool = False) -> None:
+        """Show ``views`` (fresh from the cache when None): new rows, changed cells, new order."""
+        if not self.is_mounted:
+            return
+        views = self._cache.models() if views is None else views
+        now = time.time()
+        self._views = {v.name: v for v in views}
+        if force:
+            self._shown.clear()
+        for v in views:
+            cells = self._cells(v, now)
+            if v.name not in self.rows:
+                self.add_row(*(cells[spec.key] for spec in COLUMNS), key=v.name)
+            for spec in COLUMNS:
+                cell = cells[spec.key]
+                shown = (cell.plain, str(cell.style))
+                if self._shown.get((v.name, spec.key)) != shown:
+                    if (v.name, spec.key) in self._shown or force:
+                        self.update_cell(v.name, spec.key, cell)
+                    self._shown[(v.name, spec.key)] = shown
+        for gone in [str(k.value) for k in self.rows if k.value not in self._views]:
+            self.remove_row(gone)
+            for spec in COLUMNS:
+                self._shown.pop((gone, spec.key), None)
+        self._apply_order(now)
+        self._update_subtitle()
+
+    def set_chat_model(self, name: str | None) -> None:
+        if name != self.chat_model:
+            self.chat_model = name
+            self.sync()
+
+    def _wanted_order(self, now: float) -> list[str]:
+        views = list(self._views.values())
+        if self.sort_column is None:
+            names = [n for n in self._cache.keep_order() if n in self._views]
+        else:
+            key = _COLUMN_BY_KEY[self.sort_column].sort_key
+            names = [v.name for v in sorted(views, key=lambda v: (key(v), v.name.lower()))]
+        return names[::-1] if self.sort_reverse else names
+
+    def _apply_order(self, now: float) -> None:
+        wanted = self._wanted_order(now)
+        if wanted == self.order():
+            return
+        selected = self.selected
+        index = {name: i for i, name in enumerate(wanted)}
+        self.sort("name", key=lambda cell: index[str(cell)])
+        if selected is not None and selected in self.rows:
+            self.move_cursor(row=self.get_row_index(selected), animate=False)
+
+    # -- sorting -----------------------------------------------------------------------------------
+    def _label(self, spec: ColumnSpec) -> Text:
+        arrow = "  "
+        if spec.key == self.sort_column:
+            arrow = " ▼" if self.sort_reverse else " ▲"
+        return Text(spec.label + arrow, style="bold" if spec.key == self.sort_column else "")
+
+    def _update_title(self) -> None:
+        if self.sort_column is None:
+            how = f"keep order ({self._cache.settings.cache.policy})"
+            how += ", reversed" if self.sort_reverse else ""
+        else:
+            spec = _COLUMN_BY_KEY[self.sort_column]
+            how = f"{spec.label} {'descending' if self.sort_reverse else 'ascending'}"
+        self.border_title = f"Models · sorted by {how}"
+
+    def set_sort(self, column: str | None, reverse: bool) -> None:
+        """Sort by ``column`` (None: keep order) ascending, or descending when ``reverse``."""
+        self.sort_column, self.sort_reverse = column, reverse
+        for spec in COLUMNS:
+            self.columns[spec.key].label = self._label(spec)  # type: ignore[index]
+        self.notify_style_update()  # header cells are cached; this drops the cache
+        self._update_title()
+        self._apply_order(time.time())
+
+    def action_sort_by(self, column: str) -> None:
+        reverse = not self.sort_reverse if column == self.sort_column else False
+        self.set_sort(column, reverse)
+
+    def action_sort_next(self) -> None:
+        keys = [spec.key for spec in COLUMNS]
+        nxt = keys[0] if self.sort_column is None else (
+            keys[(keys.index(self.sort_column) + 1) % len(keys)])
+        self.set_sort(nxt, False)
+
+    def action_sort_reverse(self) -> None:
+        self.set_sort(self.sort_column, not self.sort_reverse)
+
+    def action_sort_default(self) -> None:
+        self.set_sort(None, False)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.action_sort_by(str(event.column_key.value))
+
+    # -- acting on the selected model ----------------------------------------------------------------
+    def _details(self, v: ModelView) -> str:
+        if v.error:
+            return f"{v.name}: {v.error}"
+        facts = [v.source, v.architecture or "", f"{v.quantization_bits}-bit" if v.quantization_bits else "",
+                 v.path or ""]
+        return " · ".join(f for f in facts if f)
+
+    def _update_subtitle(self) -> None:
+        name = self.selected
+        view = self._views.get(name) if name else None
+        self.border_subtitle = self._details(view) if view else ""
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._update_subtitle()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.ChatWith(str(event.row_key.value)))
+
+    def _in_thread(self, fn: Callable[[], object], what: str) -> None:
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - any refusal is shown, the app goes on
+                self.app.call_from_thread(self.notify, f"{what}: {exc}", severity="error")
+
+        self.run_worker(run, thread=True, group="models", name=what, exit_on_error=False)
+
+    def action_chat_with(self) -> None:
+        if self.selected:
+            self.post_message(self.ChatWith(self.selected))
+
+    def action_load(self) -> None:
+        name = self.selected
+        if name:
+            self._in_thread(lambda: self._cache.load(name, reason="asked from the table"),
+                            f"load {name}")
+
+    def action_evict(self) -> None:
+        name = self.selected
+        if name:
+            self._in_thread(lambda: self._cache.evict(name, reason="asked from the table"),
+                            f"evict {name}")
+
+    def action_pin(self) -> None:
+        name = self.selected
+        if name:
+            view = self._views.get(name)
+            self._cache.pin(name, not (view and view.pinned))
+
+    def action_cleanup(self) -> None:
+        self._in_thread(lambda: self._cache.cleanup("normal", reason="asked from the table"),
+                        "clean-up")
+
+    def action_emergency_cleanup(self) -> None:
+        self.post_message(self.ConfirmEmergency())
+
+    def emergency_cleanup(self) -> None:
+        """Unload everything now (after the user confirmed)."""
+        self._in_thread(lambda: self._cache.cleanup("emergency", reason="asked from the table"),
+                        "emergency clean-up")

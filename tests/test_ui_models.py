@@ -1,0 +1,168 @@
+"""Stories of the cached-models table: load, evict, pin, clean up, sort; all live."""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from mlx_tui.core.units import format_bytes
+from mlx_tui.ui.app import MlxTuiApp
+from mlx_tui.ui.screens.confirm import ConfirmScreen
+from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable
+
+from .test_ui_chat import focus_table, select_row
+from .test_ui_support import make_app, make_runtime, tiny_models, type_text, until  # noqa: F401
+
+
+def state(app: MlxTuiApp, name: str) -> str:
+    return app.table.row_text(name)["state"]
+
+
+async def test_preload_pin_and_evict_from_the_table(make_app) -> None:  # noqa: F811
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert set(app.table.order()) >= {"tiny-a", "tiny-b"}
+        assert state(app, "tiny-b") == "not loaded"
+        assert app.table.row_text("tiny-b")["size"].startswith("~")  # an estimate until loaded
+
+        await select_row(pilot, app, "tiny-b")
+        await pilot.press("l")
+        await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="tiny-b to load")
+        row = app.table.row_text("tiny-b")
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", row["loaded_at"])
+        assert re.fullmatch(r"\d+\.\d+", row["load_time"])
+        assert not row["size"].startswith("~")
+        assert app.table.order()[0] == "tiny-b", "loaded models come first"
+        assert app.table.selected == "tiny-b", "the cursor follows its model when rows move"
+        assert "llama" in app.table.border_subtitle
+
+        updated: list[str] = []
+        original = ModelsTable.update_cell
+
+        def spy(table: ModelsTable, row: object, column: object, value: object, **kw: object) -> None:
+            updated.append(str(column))
+            original(table, row, column, value, **kw)
+
+        app.table.update_cell = spy.__get__(app.table)  # type: ignore[method-assign]
+        app.table.sync()
+        assert updated == [], "nothing changed, nothing is redrawn"
+        await pilot.press("p")
+        await until(pilot, lambda: app.table.row_text("tiny-b")["pinned"] == "●", what="the pin")
+        assert updated == ["pinned"], "a change updates its cell, not the table"
+        await pilot.press("p")
+        await until(pilot, lambda: app.table.row_text("tiny-b")["pinned"] == "", what="the unpin")
+
+        await pilot.press("x")
+        await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="the eviction")
+        await app.workers.wait_for_complete()
+        log = "\n".join(app.event_log.lines_written)
+        for expected in ("loaded   tiny-b: loaded in", "pinned   tiny-b: pinned",
+                         "evicted  tiny-b: unloaded", "asked from the table"):
+            assert expected in log, log
+
+
+async def test_clean_ups_from_the_table(make_app) -> None:  # noqa: F811
+    app = make_app(memory={"keep_on_cleanup": 1}, cache={"policy": "frequency"})
+    async with app.run_test(size=(120, 40)) as pilot:
+        cache = app.runtime.cache
+        cache.acquire("tiny-a").release()  # tiny-a: used once, the one worth keeping
+        cache.load("tiny-b").result()
+        await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="both loaded")
+        assert app.table.order()[:2] == ["tiny-a", "tiny-b"], "keep order: most used first"
+
+        await focus_table(pilot, app)
+        await pilot.press("u")
+        await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="normal clean-up")
+        assert state(app, "tiny-a") == "loaded"
+        assert "▼" in app.gauge.plain_lines()[3], "the clean-up shows in the memory history"
+
+        await pilot.press("U")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert state(app, "tiny-a") == "loaded", "no means no"
+        await pilot.press("U")
+        await pilot.pause()
+        await pilot.press("y")
+        await until(pilot, lambda: state(app, "tiny-a") == "not loaded", what="emergency clean-up")
+        assert any("emergency clean-up" in line for line in app.event_log.lines_written)
+
+
+def _sort_value(column: str, text: str) -> object:
+    """Turn a cell back into something comparable, as a reader would."""
+    if column == "state":
+        return ["loaded", "in use", "loading", "queued", "evicting", "not loaded", "failed",
+                "unavailable"].index(text.split()[0] if text.startswith("loading") else text)
+    if column == "size":
+        if text == "?":
+            return 0
+        number, unit = text.lstrip("~").split()
+        return float(number) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+    if column in ("uses",):
+        return int(text)
+    if column in ("last_used", "loaded_at"):
+        return "" if text == "-" else text
+    if column == "load_time":
+        return 0.0 if text == "-" else float(text)
+    if column == "name":
+        return text.lower()
+    return text
+
+
+async def test_sort_by_every_column_with_keys_and_clicks(
+        make_runtime, tiny_models, model_factory: Callable[..., object]) -> None:  # noqa: F811
+    models = {**tiny_models, "tiny-wide": str(model_factory("tiny-wide", hidden_size=128, seed=3)),
+              "not-here": "mlx-community/not-downloaded-4bit"}
+    runtime = make_runtime(models, cache={"policy": "frequency"})
+    cache = runtime.cache
+    cache.acquire("tiny-a").release()
+    cache.acquire("tiny-a").release()
+    cache.acquire("tiny-wide").release()
+    cache.pin("tiny-wide", True)
+    app = MlxTuiApp(runtime, model="tiny-a", api=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.table
+        assert table.border_title == "Models · sorted by keep order (frequency)"
+        assert table.order()[:2] == ["tiny-wide", "tiny-a"], "pinned first, then most used"
+        await focus_table(pilot, app)
+        for number, spec in enumerate(COLUMNS, start=1):
+            await pilot.press(str(number))
+            cells = [_sort_value(spec.key, table.row_text(n)[spec.key]) for n in table.order()]
+            assert cells == sorted(cells), (spec.key, cells)
+            assert table.header_text()[number - 1] == f"{spec.label} ▲"
+            assert table.border_title == f"Models · sorted by {spec.label} ascending"
+            await pilot.press(str(number))
+            cells = [_sort_value(spec.key, table.row_text(n)[spec.key]) for n in table.order()]
+            assert cells == sorted(cells, reverse=True), (spec.key, cells)
+            assert table.header_text()[number - 1] == f"{spec.label} ▼"
+
+        await pilot.press("0")
+        assert table.order()[:2] == ["tiny-wide", "tiny-a"]
+        assert all("▲" not in h and "▼" not in h for h in table.header_text())
+
+        uses = [spec.key for spec in COLUMNS].index("uses")
+        x = 1 + sum(spec.width + 2 for spec in COLUMNS[:uses]) + 2
+        await pilot.click(ModelsTable, offset=(x, 1))  # the "Uses" header
+        assert table.header_text()[uses] == "Uses ▲"
+        assert [table.row_text(n)["uses"] for n in table.order()][-1] == "2"
+        assert format_bytes(cache.get("tiny-wide").resident_bytes) == table.row_text("tiny-wide")["size"]
+
+
+async def test_table_actions_are_in_the_command_palette(make_app) -> None:  # noqa: F811
+    from textual.command import CommandList
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.runtime.cache.load("tiny-b").result()
+        await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="tiny-b to load")
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "unload every")
+        await until(pilot, lambda: app.screen.query(CommandList)
+                    and app.screen.query_one(CommandList).option_count == 1, what="the command")
+        assert "Models: Emergency clean-up now" in str(
+            app.screen.query_one(CommandList).get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="the clean-up")
