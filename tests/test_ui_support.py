@@ -146,8 +146,8 @@ def test_shipped_themes_load_and_a_broken_file_is_named(tmp_path: Path) -> None:
 
 def test_docs_list_every_key_as_the_help_screen_does() -> None:
     table = keys_markdown(key_rows(binding_groups()))
-    docs = (REPO / "docs" / "ui.md").read_text(encoding="utf-8")
-    assert table in docs, "docs/ui.md is out of date: paste keys_markdown(key_rows(binding_groups()))"
+    docs = (REPO / "README.md").read_text(encoding="utf-8")
+    assert table in docs, "README.md is out of date: paste keys_markdown(key_rows(binding_groups()))"
     ids = [row.id for row in key_rows(binding_groups())]
     assert len(ids) == len(set(ids)), "binding ids must be unique for [ui.keys]"
 
