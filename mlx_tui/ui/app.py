@@ -100,6 +100,7 @@ class MlxTuiApp(App[int]):
         self._ticker: Timer | None = None
         self._expected_theme: str | None = None
         self._startup_problems: list[str] = []
+        self._applied_keys: dict[str, str] = {}
         self.api_server: Any = None
         self.api_text = "API off (--no-api)" if not api else "API starting…"
 
@@ -165,8 +166,10 @@ class MlxTuiApp(App[int]):
         """After the first frame: the memory monitor, the preloads and the HTTP API."""
         self._apply_keys(self.runtime.cache.settings)  # imports the screens: after the frame
         self.runtime.cache.start(preload=self._preload)
-        # mlx_lm costs about a second to import; pay it now, not when the first message waits.
-        threading.Thread(target=_warm_up, name="import-mlx-lm", daemon=True).start()
+        # mlx_lm costs about a second to import; pay it soon, not when the first message waits,
+        # but not while the first screen is still being finished (it competes for the GIL).
+        self.set_timer(1.0, lambda: threading.Thread(target=_warm_up, name="import-mlx-lm",
+                                                     daemon=True).start())
         if self._want_api:
             self.run_worker(self._start_api, thread=True, name="api", exit_on_error=False)
 
@@ -302,6 +305,9 @@ class MlxTuiApp(App[int]):
 
     def _apply_keys(self, settings: Settings) -> None:
         keys = dict(settings.ui.keys)
+        if keys == self._applied_keys:
+            return  # nothing to remap: skip a keymap change that recomposes the footer
+        self._applied_keys = keys
         unknown = unknown_binding_ids(keys, binding_groups())
         if unknown:
             self.notify(f"[ui.keys]: unknown binding id {', '.join(unknown)} (see f1 for the ids)",
