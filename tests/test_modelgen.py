@@ -13,6 +13,7 @@ from transformers import AutoTokenizer
 from mlx_tui.devtools.modelgen import (
     CORRUPTIONS,
     DEMO_MODEL_DIR,
+    TOKENIZER_FILES,
     corrupt_model,
     train_tokenizer,
     write_random_model,
@@ -77,15 +78,19 @@ def test_tokenizer_renders_the_chat_template(tmp_path: Path) -> None:
     assert tokenizer.decode(tokenizer.encode("for x in range(3):")) == "for x in range(3):"
 
 
-def test_tokenizer_is_deterministic_and_matches_the_demo_model(tmp_path: Path) -> None:
+def test_tokenizer_training_is_deterministic(tmp_path: Path) -> None:
     train_tokenizer(tmp_path / "a")
     train_tokenizer(tmp_path / "b")
-    write_tokenizer(tmp_path / "c")  # copies the demo model's tokenizer when bundled
 
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        trained = (tmp_path / "a" / name).read_bytes()
-        assert (tmp_path / "b" / name).read_bytes() == trained
-        assert (tmp_path / "c" / name).read_bytes() == trained
+    for name in TOKENIZER_FILES:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_write_tokenizer_reuses_the_demo_model_tokenizer(tmp_path: Path) -> None:
+    write_tokenizer(tmp_path)
+
+    for name in TOKENIZER_FILES:
+        assert (tmp_path / name).read_bytes() == (DEMO_MODEL_DIR / name).read_bytes()
 
 
 def test_random_weights_depend_only_on_the_seed(tmp_path: Path) -> None:

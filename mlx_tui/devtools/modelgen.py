@@ -22,6 +22,7 @@ __all__ = [
     "CHAT_TEMPLATE",
     "CORRUPTIONS",
     "DEMO_MODEL_DIR",
+    "TOKENIZER_FILES",
     "Corruption",
     "corrupt_model",
     "llama_config",
@@ -81,7 +82,8 @@ def train_tokenizer(dest: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> None:
     Writes ``tokenizer.json``, ``tokenizer_config.json`` (a
     ``PreTrainedTokenizerFast`` with :data:`CHAT_TEMPLATE`) and
     ``special_tokens_map.json``. Deterministic: the same ``vocab_size`` always
-    gives byte-identical files. Takes well under a second.
+    gives byte-identical files on a given Python version (the help text
+    changes a little between versions). Takes well under a second.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -118,8 +120,9 @@ def train_tokenizer(dest: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> None:
 def write_tokenizer(dest: Path) -> None:
     """Write a working Hugging Face fast tokenizer with a chat template into ``dest``.
 
-    Copies the demo model's tokenizer when it is bundled, otherwise trains the
-    same tokenizer with :func:`train_tokenizer`. Needs no network.
+    Copies the demo model's tokenizer when it is bundled (so every model built
+    anywhere shares one vocabulary), otherwise trains one with
+    :func:`train_tokenizer`. Needs no network.
     """
     dest.mkdir(parents=True, exist_ok=True)
     if all((DEMO_MODEL_DIR / name).is_file() for name in TOKENIZER_FILES):
