@@ -397,47 +397,57 @@ class ModelCache:
             return done
         if entry.future is not None and not entry.future.done():
             return entry.future
-        if entry.state is ModelState.FAILED or entry.info.problem:
-            entry.info = self._refresh_info(entry.info)
+        recheck = entry.state is ModelState.FAILED or entry.info.problem is not None
         entry.state = ModelState.QUEUED
         entry.error = None
         future: Future[ModelView] = Future()
         entry.future = future
         self._emit(EventKind.LOAD_QUEUED, f"{entry.name}: load queued ({reason})", entry.name,
                    reason=reason)
-        threading.Thread(target=self._run_load, args=(entry, future, reason),
+        threading.Thread(target=self._run_load, args=(entry, future, reason, recheck),
                          name=f"load-{entry.name}", daemon=True).start()
         return future
 
-    def _refresh_info(self, info: ModelInfo) -> ModelInfo:
-        """Look at a failed model's folder again, so a fixed folder can load on retry."""
+    def _recheck_folder(self, entry: _Entry) -> None:
+        """Look at a failed model's folder again (on the load thread: it may scan the disk),
+        so a folder fixed since the failure loads on this retry."""
         try:
-            fresh = self._catalog.resolve(info.name)
+            fresh = self._catalog.resolve(entry.name)
         except UnknownModel:
-            return info
-        return fresh
+            return
+        with self._lock:
+            entry.info = fresh
 
-    def _fail(self, entry: _Entry, future: Future[ModelView], error: ModelLoadError,
-              kind: EventKind) -> None:
+    def _fail(self, entry: _Entry, error: ModelLoadError, kind: EventKind) -> ModelLoadError:
         with self._lock:
             entry.state = ModelState.FAILED
             entry.error = str(error)
             entry.loaded = None
         self._emit(kind, str(error), entry.name, logging.WARNING)
-        future.set_exception(error)
+        return error
 
-    def _run_load(self, entry: _Entry, future: Future[ModelView], reason: str) -> None:
-        try:
-            self._load_and_report(entry, future, reason)
-        finally:
-            end_mlx_thread()
-
-    def _load_and_report(self, entry: _Entry, future: Future[ModelView], reason: str) -> None:
+    def _run_load(self, entry: _Entry, future: Future[ModelView], reason: str, recheck: bool) -> None:
         # Once running, a caller's future.cancel() fails: the load is shared by every waiter.
         if not future.set_running_or_notify_cancel():
             with self._lock:
                 entry.state = ModelState.NOT_LOADED
             return
+        outcome: ModelView | ModelLoadError
+        try:
+            if recheck:
+                self._recheck_folder(entry)
+            outcome = self._load_and_report(entry, reason)
+        finally:
+            end_mlx_thread()
+        # Waiters go on only now, when this thread holds nothing of the model any more: an
+        # eviction right after the load then frees all of it.
+        if isinstance(outcome, ModelLoadError):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    def _load_and_report(self, entry: _Entry, reason: str) -> ModelView | ModelLoadError:
+        """Admit, load and record one model; returns its view, or the error it failed with."""
         try:
             with self._admission:
                 victims = self._admit(entry)
@@ -454,16 +464,13 @@ class ModelCache:
                 )
             loaded = self._loader.load(entry.info)
         except ModelTooLarge as exc:
-            self._fail(entry, future, exc, EventKind.REFUSED)
-            return
+            return self._fail(entry, exc, EventKind.REFUSED)
         except ModelLoadError as exc:
-            self._fail(entry, future, exc, EventKind.LOAD_FAILED)
-            return
+            return self._fail(entry, exc, EventKind.LOAD_FAILED)
         except Exception as exc:  # noqa: BLE001 - any fault becomes a failed entry, not a crash
             log.exception("unexpected load failure")
-            self._fail(entry, future, ModelLoadError(f"{entry.name}: {type(exc).__name__}: {exc}"),
-                       EventKind.LOAD_FAILED)
-            return
+            return self._fail(entry, ModelLoadError(f"{entry.name}: {type(exc).__name__}: {exc}"),
+                              EventKind.LOAD_FAILED)
         with self._lock:
             entry.loaded = loaded
             entry.state = ModelState.LOADED
@@ -483,9 +490,9 @@ class ModelCache:
             f"{loaded.weights_seconds:.2f} s, {tok}), {format_bytes(loaded.resident_bytes)} ({reason})",
             entry.name, load_time_seconds=loaded.load_seconds, resident_bytes=loaded.resident_bytes,
         )
-        future.set_result(view)  # the waiting request goes on before the bookkeeping below
         if self._store is not None:
             self._store.record_load(entry.name, loaded.load_seconds)
+        return view
 
     def _admit(self, entry: _Entry) -> list[_Victim]:
         """Plan room for ``entry``; returns the models taken for eviction, or raises."""
