@@ -25,8 +25,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks never touch the network
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from .common import go_offline
+
+go_offline()  # benchmarks never touch the network
 
 MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open")
 """Benchmark modules of this package, in the order they run and appear in the report."""

@@ -32,7 +32,6 @@ Run ``python -m benchmarks.costs_of_being_open [--quick]``; it prints a Markdown
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -41,12 +40,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
+
+from . import common
 
 __all__ = ["Plan", "Tmux", "run", "main"]
 
@@ -57,7 +57,7 @@ CPU_TARGET = 2.0  # % of one core
 BYTES_TARGET = 400.0  # bytes per second
 MOVER_BYTES = 256 * 1024**2  # the memory mover holds this much every other second
 VENV_BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = common.ROOT
 WATCHED = ("mlx_lm", "transformers", "mlx", "textual", "uvicorn", "starlette", "httpx", "tokenizers",
            "huggingface_hub", "numpy", "jinja2", "psutil", "safetensors")
 
@@ -79,16 +79,7 @@ class Plan:
                    settle_seconds=5.0)
 
 
-def _log(message: str) -> None:
-    print(f"[costs_of_being_open] {message}", file=sys.stderr, flush=True)
-
-
-def _machine_load() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
+_log = common.logger("costs_of_being_open")
 
 
 # --------------------------------------------------------------------------- tmux
@@ -238,15 +229,8 @@ sys.exit(main())
 
 
 def _write_settings(path: Path, model: Path, api_port: int | None) -> None:
-    from mlx_tui.core.settings import parse_settings, write_settings
-
-    write_settings(parse_settings({
-        "models": {"tiny": str(model)},
-        "catalog": {"dirs": [], "huggingface_cache": False},
-        "cache": {"preload": []},
-        "memory": {"poll_seconds": 1.0},
-        "api": {"enabled": api_port is not None, "port": api_port or 11435},
-    }), path)
+    common.write_settings(path, {"tiny": str(model)}, memory={"poll_seconds": 1.0},
+                          api={"enabled": api_port is not None, "port": api_port or 11435})
 
 
 def _free_port() -> int:
@@ -360,7 +344,7 @@ IMPORTS = "import mlx_tui.cli, mlx_tui.ui.app, mlx_tui.core.runtime"
 
 def measure_imports(rounds: int) -> ImportFacts:
     """``-X importtime`` of what ``mlx-tui`` imports before its first frame, and wall times."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = common.offline_env()
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", IMPORTS], capture_output=True,
                           text=True, timeout=60, env=env, cwd=ROOT)
     by_package: Counter[str] = Counter()
@@ -557,14 +541,6 @@ def measure_idle(tmux: Tmux, setup: Setup, plan: Plan) -> list[IdleWindow]:
 # --------------------------------------------------------------------------- report
 
 
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def _spread(values: Sequence[float]) -> str:
-    return f"{min(values):.3f}-{max(values):.3f}"
-
-
 def _first_frame_lines(ff: FirstFrame, plan: Plan) -> list[str]:
     app = ff.median(APP)
     base, hello = ff.median("import textual"), ff.median(HELLO)
@@ -582,9 +558,9 @@ def _first_frame_lines(ff: FirstFrame, plan: Plan) -> list[str]:
         med = ff.median(name)
         done = ff.complete.get(name)
         lines.append(
-            f"| {name} | {med:.3f} | {_spread(ff.seconds[name])} | {med / base:.2f}x | "
+            f"| {name} | {med:.3f} | {common.spread(ff.seconds[name])} | {med / base:.2f}x | "
             f"{med / hello:.2f}x | {f'{statistics.median(done):.3f}' if done else ''} | "
-            f"{_spread(done) if done else ''} | {FIRST_FRAME_WHAT[name]} |")
+            f"{common.spread(done) if done else ''} | {FIRST_FRAME_WHAT[name]} |")
     complete = statistics.median(ff.complete[APP])
     hello_complete = statistics.median(ff.complete[HELLO])
     lines += [
@@ -592,9 +568,9 @@ def _first_frame_lines(ff: FirstFrame, plan: Plan) -> list[str]:
         f"* **`mlx-tui` start to first frame: {app:.3f} s (median; {app / base:.2f}x `python -c "
         f"\"import textual\"` at {base:.3f} s, {app / hello:.2f}x a minimal Textual app at "
         f"{hello:.3f} s); target under {FIRST_FRAME_TARGET:g} s: "
-        f"{_verdict(app < FIRST_FRAME_TARGET)}.** The footer's keys follow "
+        f"{common.verdict(app < FIRST_FRAME_TARGET)}.** The footer's keys follow "
         f"{(complete - app) * 1000:.0f} ms later (median {complete:.3f} s, "
-        f"{_verdict(complete < FIRST_FRAME_TARGET)} against the same target; the minimal app's "
+        f"{common.verdict(complete < FIRST_FRAME_TARGET)} against the same target; the minimal app's "
         f"footer comes {(hello_complete - hello) * 1000:.0f} ms after its first frame).",
     ]
     return lines
@@ -657,10 +633,6 @@ def _row_text(screen: list[str], row: int) -> str:
     return text[:60].replace("|", "\\|").replace("`", "'")
 
 
-def _vs(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base > 0 else "-"
-
-
 def _idle_lines(windows: list[IdleWindow], plan: Plan) -> list[str]:
     anchor = "htop -d 10" if windows[0].get("htop -d 10") else "top -d 1"
     lines = [
@@ -682,8 +654,8 @@ def _idle_lines(windows: list[IdleWindow], plan: Plan) -> list[str]:
         for i in w.programs:
             lines.append(
                 f"| {w.label} | {i.name} | {i.cpu_percent:.2f} | {i.bytes_per_second:.0f} | "
-                f"{sum(i.rows.values()) / i.wall:.1f} | {_vs(i.cpu_percent, base.cpu_percent) if base else '-'} | "
-                f"{_vs(i.bytes_per_second, base.bytes_per_second) if base else '-'} | {i.what} |")
+                f"{sum(i.rows.values()) / i.wall:.1f} | {common.ratio(i.cpu_percent, base.cpu_percent) if base else '-'} | "
+                f"{common.ratio(i.bytes_per_second, base.bytes_per_second) if base else '-'} | {i.what} |")
     quiet, moving = windows[0], windows[-1]
     app, app_moving = quiet.get(APP), moving.get(APP)
     assert app is not None and app_moving is not None
@@ -695,10 +667,10 @@ def _idle_lines(windows: list[IdleWindow], plan: Plan) -> list[str]:
     lines += [
         "",
         f"* **Idle CPU: {app.cpu_percent:.2f}% of a core as it is, {app_moving.cpu_percent:.2f}% "
-        f"with memory moving; target under {CPU_TARGET:g}%: {_verdict(worst_cpu < CPU_TARGET)}. "
+        f"with memory moving; target under {CPU_TARGET:g}%: {common.verdict(worst_cpu < CPU_TARGET)}. "
         f"Terminal output: {app.bytes_per_second:.0f} B/s as it is, "
         f"{app_moving.bytes_per_second:.0f} B/s with memory moving; target at most "
-        f"{BYTES_TARGET:g} B/s: {_verdict(worst_bytes <= BYTES_TARGET)}.** Anchors in the first "
+        f"{BYTES_TARGET:g} B/s: {common.verdict(worst_bytes <= BYTES_TARGET)}.** Anchors in the first "
         f"window: {anchor_text}. The tmux server (parsing every pane's output) used "
         f"{quiet.server_cpu:.2f}% / {moving.server_cpu:.2f}% of a core.",
     ]
@@ -720,7 +692,7 @@ def _idle_lines(windows: list[IdleWindow], plan: Plan) -> list[str]:
     api = quiet.get("mlx-tui (API on)")
     if api is not None:
         lines.append(f"* With the HTTP API on (uvicorn's loop wakes every 0.1 s), first window: "
-                     f"{api.cpu_percent:.2f}% of a core ({_vs(api.cpu_percent, app.cpu_percent)} "
+                     f"{api.cpu_percent:.2f}% of a core ({common.ratio(api.cpu_percent, app.cpu_percent)} "
                      f"`--no-api`), {api.bytes_per_second:.0f} B/s.")
     if shutil.which("btop") is None:
         lines.append("* btop is not installed here (`apt-get install btop`), so it is not listed.")
@@ -733,28 +705,27 @@ def run(quick: bool = False) -> str:
         raise RuntimeError("tmux is not installed (make system-deps, or apt-get install tmux)")
     plan = Plan.for_mode(quick)
     started = time.perf_counter()
-    load_before = _machine_load()
-    work = Path(tempfile.mkdtemp(prefix="mlx-tui-costs-"))
-    tmux: Tmux | None = None
-    try:
-        setup = _setup(work)
-        tmux = Tmux(setup.env)
-        ff = measure_first_frames(tmux, setup, plan.rounds, plan.warm_round)
-        facts = measure_imports(plan.rounds)
-        trace = trace_start(tmux, setup)
-        _log("first frames and imports done; idle window")
-        idle = measure_idle(tmux, setup, plan)
-    finally:
-        if tmux is not None:
-            tmux.close()
-        shutil.rmtree(work, ignore_errors=True)
+    load_before = common.machine_load()
+    with common.work_folder("mlx-tui-costs-") as work:
+        tmux: Tmux | None = None
+        try:
+            setup = _setup(work)
+            tmux = Tmux(setup.env)
+            ff = measure_first_frames(tmux, setup, plan.rounds, plan.warm_round)
+            facts = measure_imports(plan.rounds)
+            trace = trace_start(tmux, setup)
+            _log("first frames and imports done; idle window")
+            idle = measure_idle(tmux, setup, plan)
+        finally:
+            if tmux is not None:
+                tmux.close()
     tmux_version = subprocess.run(["tmux", "-V"], capture_output=True, text=True).stdout.strip()
     out = [
         "## Costs of being open", "",
         f"{'Quick' if quick else 'Full'} run: {time.perf_counter() - started:.0f} s. Real "
         f"terminals: {tmux_version} panes of {SIZE[0]}x{SIZE[1]}, `TERM=tmux-256color`, "
         "`COLORTERM=truecolor`. Machine load average before: "
-        f"{load_before}, after: {_machine_load()} (other jobs share this 2-core machine: they "
+        f"{load_before}, after: {common.machine_load()} (other jobs share this 2-core machine: they "
         "slow starts and add CPU time to every program alike).", "",
     ]
     out += _first_frame_lines(ff, plan)
@@ -764,10 +735,7 @@ def run(quick: bool = False) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds, a 10 s idle window")
-    args = parser.parse_args(argv)
-    print(run(quick=args.quick))
+    common.main(__doc__, run, "3 rounds, a 10 s idle window", argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ is simulated, so the figures are the same on every machine.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from mlx_tui.core.planner import CLEANUP_MODES, plan_admission, plan_cleanup
 from mlx_tui.core.policy import DEFAULT_POLICY, POLICIES, EntryStats, Policy
 from mlx_tui.core.units import format_bytes
 
+from . import common
 from .optimum import feasible, optimal_load_seconds
 from .traces import (
     BITS_PER_WEIGHT,
@@ -291,10 +291,7 @@ def run(quick: bool = False) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter traces (a smoke run)")
-    args = parser.parse_args(argv)
-    print(run(quick=args.quick))
+    common.main(__doc__, run, "shorter traces (a smoke run)", argv)
 
 
 if __name__ == "__main__":

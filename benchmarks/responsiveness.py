@@ -36,20 +36,19 @@ Run ``python -m benchmarks.responsiveness [--quick]``; it prints a Markdown sect
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from . import common
 
 __all__ = ["Plan", "run", "main"]
 
@@ -76,16 +75,7 @@ class Plan:
         return cls(model_bytes=1_000_000_000, loads=5)
 
 
-def _log(message: str) -> None:
-    print(f"[responsiveness] {message}", file=sys.stderr, flush=True)
-
-
-def _machine_load() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "n/a"
-    return f"{one:.2f} (1 min) / {five:.2f} (5 min)"
+_log = common.logger("responsiveness")
 
 
 # --------------------------------------------------------------------------- child
@@ -106,9 +96,6 @@ class _Recorder:
         self.windows.append({"kind": kind, "index": index, "start": start, "end": end, **extra})
 
 
-_ROOT = Path(__file__).resolve().parent.parent
-
-
 def _short(filename: str) -> str:
     """A frame's file: relative to site-packages or to the repository, else its name."""
     path = Path(filename)
@@ -116,7 +103,7 @@ def _short(filename: str) -> str:
     if "site-packages" in parts:
         return "/".join(parts[parts.index("site-packages") + 1:])
     try:
-        return str(path.relative_to(_ROOT))
+        return str(path.relative_to(common.ROOT))
     except ValueError:
         return path.name
 
@@ -281,30 +268,17 @@ class _MachineProbe(threading.Thread):
             self.samples.append((time.monotonic(), time.perf_counter() - started - PROBE_SECONDS))
 
 
-def _write_settings(path: Path, folder: Path) -> None:
-    from mlx_tui.core.settings import parse_settings, write_settings
-
-    write_settings(parse_settings({
-        "models": {MODEL: str(folder)},
-        "catalog": {"dirs": [], "huggingface_cache": False},
-        "cache": {"preload": []},
-        "memory": {"poll_seconds": 1.0},
-        "api": {"enabled": False},
-    }), path)
-
-
 def _run_child(work: Path, plan: Plan, settings: Path) -> tuple[dict[str, Any], list[tuple[float, float, bool]]]:
     """Run the child; returns its figures (with the parent's machine probe as ``machine``) and
     the ``/health`` samples."""
     config = {"plan": {"model_bytes": plan.model_bytes, "loads": plan.loads},
               "settings": str(settings), "db": str(work / "app.db")}
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = common.offline_env()
     stderr_path = work / "child.stderr"
-    root = Path(__file__).resolve().parent.parent
     with open(stderr_path, "w", encoding="utf-8") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.responsiveness", "--child", json.dumps(config)],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=root, env=env)
+            stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=common.ROOT, env=env)
         poller: _HealthPoller | None = None
         machine = _MachineProbe()
         machine.start()
@@ -390,18 +364,7 @@ def _ms(values: Sequence[float]) -> str:
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b > 0 else "-"
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
-def _model_desc(folder: Path) -> str:
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    size = sum(p.stat().st_size for p in folder.glob("model*.safetensors"))
-    return (f"{size / 1e9:.2f} GB {DTYPE} llama (hidden {config['hidden_size']}, "
-            f"{config['num_hidden_layers']} layers), random weights")
+    return common.ratio(a, b, digits=1)
 
 
 _WAITING = frozenset({"wait", "select", "poll", "sleep", "_wait_for_tstate_lock", "get", "accept",
@@ -483,7 +446,7 @@ def render(data: dict[str, Any], health: list[tuple[float, float, bool]], *, qui
         "## Responsiveness", "",
         f"{'Quick' if quick else 'Full'} run: {total:.0f} s in all, of which {build_seconds:.0f} s "
         f"building the model ({model_desc}). Machine load average before: {load_before}, after: "
-        f"{_machine_load()} (other jobs share this 2-core machine; idle and load windows "
+        f"{common.machine_load()} (other jobs share this 2-core machine; idle and load windows "
         "alternate, so both see the same neighbours).", "",
         "### The UI while a model loads", "",
         "The app runs headless (`App.run_test(size=(120, 40))`, every frame composed, nothing "
@@ -520,7 +483,7 @@ def render(data: dict[str, Any], health: list[tuple[float, float, bool]], *, qui
         f"* **Longest stall while loading: loop {load.loop_max():.1f} ms, queue "
         f"{max(load.queue, default=0):.1f} ms (idle, same run: {idle.loop_max():.1f} ms / "
         f"{max(idle.queue, default=0):.1f} ms); target under {STALL_TARGET_MS:.0f} ms: "
-        f"{_verdict(ok)}.** p99 of the loop lateness {_pct(load.loop, 99):.1f} ms loading vs "
+        f"{common.verdict(ok)}.** p99 of the loop lateness {_pct(load.loop, 99):.1f} ms loading vs "
         f"{_pct(idle.loop, 99):.1f} ms idle; the probe woke {len(load.loop)} times of about "
         f"{expected:.0f} possible ({len(load.loop) / expected:.0%}). In the same windows the "
         f"parent process's own 10 ms sleep was up to {max(load.machine, default=0):.1f} ms late "
@@ -536,7 +499,7 @@ def render(data: dict[str, Any], health: list[tuple[float, float, bool]], *, qui
     if worst_other is not None:
         out.append(f"* Outside the loads, the longest stall: {worst_other.loop_max():.1f} ms during "
                    f"{worst_other.label.strip('* ')}"
-                   + (f" ({_verdict(worst_other.loop_max() < STALL_TARGET_MS)} against the same "
+                   + (f" ({common.verdict(worst_other.loop_max() < STALL_TARGET_MS)} against the same "
                       f"{STALL_TARGET_MS:.0f} ms)."))
     stall_lines = _stall_lines(data, windows)
     if stall_lines:
@@ -554,38 +517,26 @@ def run(quick: bool = False) -> str:
 
     plan = Plan.for_mode(quick)
     started = time.perf_counter()
-    load_before = _machine_load()
-    work = Path(tempfile.mkdtemp(prefix="mlx-tui-responsiveness-"))
-    try:
+    load_before = common.machine_load()
+    with common.work_folder("mlx-tui-responsiveness-") as work:
         folder = write_random_model(work / MODEL, target_bytes=plan.model_bytes, dtype=DTYPE)
-        for p in folder.iterdir():  # warm the page cache: the software is measured, not the disk
-            p.read_bytes()
+        common.warm_page_cache(folder)
         build_seconds = time.perf_counter() - started
         _log(f"model built in {build_seconds:.1f} s")
         settings = work / "settings.toml"
-        _write_settings(settings, folder)
+        common.write_settings(settings, {MODEL: str(folder)}, memory={"poll_seconds": 1.0},
+                              api={"enabled": False})
         data, health = _run_child(work, plan, settings)
         dump = os.environ.get("MLX_TUI_BENCH_DUMP")
         if dump:  # the raw figures, for a closer look
             Path(dump).write_text(json.dumps({"child": data, "health": health}), encoding="utf-8")
-        desc = _model_desc(folder)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        desc = common.model_desc(folder, DTYPE, vocab=False)
     return render(data, health, quick=quick, model_desc=desc, total=time.perf_counter() - started,
                   build_seconds=build_seconds, load_before=load_before)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="150 MB model, fewer loads")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        child_main(json.loads(args.child))
-        return
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    print(run(quick=args.quick))
+    common.main(__doc__, run, "150 MB model, fewer loads", argv, child=child_main)
 
 
 if __name__ == "__main__":
