@@ -2,25 +2,44 @@
 
 Four lines::
 
-    ▕████████████████░░░░░░░░░░░░░┃░░░░░░░┃░▏  52% normal     8.3/16.0 GB
+    ▕████████████████░░░░░░░░░░░░░┃░░░░░░░┃░▏  52% normal      8.3/16.0 GB
                    warning 85% ━┛        ┗━ emergency 98%
     MLX active 1.2 GB · cache 300.0 MB · peak 2.0 GB · swap 0.0/2.0 GB · pressure normal
-    history ▄▄▅▅▆▇▼▃▃▄   ▼ clean-up
+    history ▄▅▆▇▼▃▄   ▼ clean-up
 
-The gauge keeps the *rounded* figures it shows and repaints only when they change, so an idle
-app writes nothing to the terminal. The history is a list of changes (one column per change of
-the rounded percentage, one ``▼`` per clean-up), not a time axis, for the same reason.
+Over SSH every byte written to the terminal counts, so the gauge writes as little as it can:
+
+* It keeps the *rounded* figures it shows and repaints only when they change, so an idle app
+  writes nothing.
+* Each piece that changes on its own is its own widget: the bar, the percentage and zone, the
+  ``used/total GB``, and each of the other lines. Textual repaints a widget's changed cells
+  from the widget's left edge (it crops an update on the right only), so a new ``GB`` figure
+  repaints ``  8.3`` and not the bar, a new percentage repaints `` 53`` and the bar only when
+  its filled width (in cells) changes, and then only up to the changed cell.
+* The history is a list of changes, not a time axis: a new column only when what it shows
+  (its height and zone colour) differs from the newest column's, and new columns at most once
+  per :data:`HISTORY_STEP` seconds, at the first reading after the step: the reading then, and
+  before it the highest reading since the last column if that one looks different from both
+  (so a short peak is not lost, only shown up to a step late). Each new column repaints the
+  history line up to it (the whole line once it scrolls), so memory that moves all the time
+  costs one such repaint per step at most, where one column per percentage change repainted
+  the line every second; and memory flickering between two figures of the same height (6% and
+  7%) adds nothing.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
+from textual.geometry import Region
 from textual.widget import Widget
 
 from ...core.memory import MemorySnapshot
@@ -31,6 +50,10 @@ __all__ = ["MemoryGauge", "GaugeFigures", "zone_of"]
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 512
+HISTORY_STEP = 5.0  # seconds: the newest history column's age before another may open
+BAR_CHUNK = 10  # cells: the bar is drawn by pieces this wide (the last takes what is left) ...
+BAR_CHUNKS = 12  # ... this many, so a new filled width repaints at most a piece
+ZONE_WORDS = {"normal": "normal", "warning": "WARNING", "emergency": "EMERGENCY"}
 
 
 def zone_of(fraction: float, warning: float, emergency: float) -> str:
@@ -79,26 +102,65 @@ class _Entry:
     cleanup: str | None = None  # "normal" or "emergency" for a clean-up mark
 
 
-class _Line(Widget):
-    """One line of the gauge, drawn by the gauge; repainted only when its own text changes."""
+def _spark_level(percent: int) -> int:
+    """Which of :data:`SPARK`'s heights a history column of ``percent`` gets."""
+    return max(0, min(len(SPARK) - 1, round(percent / 100 * len(SPARK)) - 1))
 
-    DEFAULT_CSS = "_Line { height: 1; width: 1fr; }"
 
-    def __init__(self, gauge: "MemoryGauge", index: int) -> None:
-        super().__init__()
+class _Part(Widget):
+    """Cells ``[start, stop)`` of one piece of the gauge (see :data:`MemoryGauge.PARTS`).
+
+    The gauge repaints a widget only when its cells change, and then only up to the last
+    changed cell (Textual writes an update from the widget's left edge and crops it on the
+    right). ``auto`` widgets are as wide as their text; the others as their CSS says.
+    """
+
+    DEFAULT_CSS = """
+    _Part { height: 1; width: 1fr; }
+    _Part.-auto { width: auto; }
+    """
+
+    def __init__(self, gauge: "MemoryGauge", part: str, *, auto: bool = False,
+                 start: int = 0, stop: int | None = None) -> None:
+        super().__init__(name=part, classes="-auto" if auto else None)
         self._gauge = gauge
-        self._index = index
+        self.part = part
+        self.auto = auto
+        self.start, self.stop = start, stop
+        if stop is not None:
+            self.styles.width = stop - start
 
     def render(self) -> Text:
-        return self._gauge.line(self._index)
+        text = self._gauge.part(self.part)
+        if (self.start, self.stop) == (0, None):
+            return text
+        if self.start >= len(text):
+            return Text()
+        return text[self.start:self.stop]  # the bar: one character a cell
+
+    def cells_changed(self, start: int, end: int) -> None:
+        """Cells ``[start, end)`` of the piece changed: repaint those this widget shows."""
+        end = end if self.stop is None else min(end, self.stop)
+        start = max(start, self.start)
+        if start < end:
+            self.refresh(Region(start - self.start, 0, end - start, 1))
+
+
+class _Row(Horizontal):
+    """The first line: the bar, the percentage and zone, and ``used/total GB`` side by side."""
+
+    DEFAULT_CSS = """
+    _Row { height: 1; width: 1fr; }
+    _Row > Horizontal { height: 1; width: 1fr; }
+    """
 
 
 class MemoryGauge(Vertical):
     """Renders memory snapshots and thresholds it is given; owns only what it displays.
 
     The app calls :meth:`show_snapshot`, :meth:`set_thresholds` and :meth:`mark_cleanup` on the
-    event loop; each redraws only when the picture changed, and then repaints only the lines
-    that differ (a new figure repaints one line, not the panel and its border).
+    event loop; each redraws only when the picture changed, and then repaints only the pieces
+    whose cells differ (a new figure repaints a few cells, not the bar, the panel or its border).
     """
 
     COMPONENT_CLASSES = {
@@ -126,19 +188,33 @@ class MemoryGauge(Vertical):
     MemoryGauge > .memory-gauge--muted { color: $text-muted; }
     """
 
-    def __init__(self, warning: float, emergency: float, *, id: str | None = None) -> None:
+    PARTS = ("bar", "level", "amount", "labels", "figures", "history")
+
+    def __init__(self, warning: float, emergency: float, *, id: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(id=id)
         self.border_title = "Memory"
         self._warning = warning
         self._emergency = emergency
+        self._clock = clock
         self._snapshot: MemorySnapshot | None = None
         self._figures: GaugeFigures | None = None
         self._history: deque[_Entry] = deque(maxlen=HISTORY)
-        self._drawn: tuple[int, list[Text]] | None = None  # (width, lines) last drawn
+        self._column_opened = 0.0  # clock time the newest column opened
+        self._peak = 0  # the highest percentage read since then
+        self._drawn: tuple[int, dict[str, Text]] | None = None  # (width, parts) last drawn
 
     def compose(self) -> ComposeResult:
-        for index in range(4):
-            yield _Line(self, index)
+        with _Row():
+            with Horizontal():  # the bar, in pieces
+                for k in range(BAR_CHUNKS):
+                    last = k == BAR_CHUNKS - 1
+                    yield _Part(self, "bar", start=k * BAR_CHUNK,
+                                stop=None if last else (k + 1) * BAR_CHUNK)
+            yield _Part(self, "level", auto=True)
+            yield _Part(self, "amount", auto=True)
+        for part in ("labels", "figures", "history"):
+            yield _Part(self, part)
 
     def on_mount(self) -> None:
         # Colours come from the theme: draw again once the new theme's styles are in place.
@@ -155,13 +231,12 @@ class MemoryGauge(Vertical):
         return self._figures
 
     def show_snapshot(self, snap: MemorySnapshot) -> bool:
-        """Show a new reading; repaints only when the rounded figures differ from the last."""
+        """Show a new reading; repaints only when the rounded figures (or the history) differ."""
         self._snapshot = snap
         figures = GaugeFigures.of(snap, self._warning, self._emergency)
-        if figures == self._figures:
+        history_changed = self._record(figures.percent)
+        if figures == self._figures and not history_changed:
             return False
-        if self._figures is None or figures.percent != self._figures.percent:
-            self._history.append(_Entry(figures.percent))
         self._figures = figures
         self.redraw()
         return True
@@ -182,6 +257,34 @@ class MemoryGauge(Vertical):
         self._history.append(_Entry(percent, cleanup=level))
         self.redraw()
 
+    # -- history -----------------------------------------------------------------------------------
+    def _look(self, percent: int) -> tuple[int, str]:
+        """What a history column of ``percent`` shows: its height and zone colour."""
+        return _spark_level(percent), zone_of(percent / 100, self._warning, self._emergency)
+
+    def _record(self, percent: int) -> bool:
+        """Note a reading in the history (see the module's notes); True if the history changed."""
+        now = self._clock()
+        if not self._history:
+            self._history.append(_Entry(percent))
+            self._column_opened, self._peak = now, percent
+            return True
+        self._peak = max(self._peak, percent)
+        newest = self._history[-1]
+        if not newest.cleanup and now - self._column_opened < HISTORY_STEP:
+            return False  # too soon for a new column: the first reading after the step adds it
+        columns: list[int] = []
+        shown = self._look(newest.percent)
+        if self._peak > percent and self._look(self._peak) not in (shown, self._look(percent)):
+            columns.append(self._peak)  # a peak since the newest column, gone by now
+        if self._look(percent) != (self._look(columns[-1]) if columns else shown):
+            columns.append(percent)
+        if not columns:
+            return False  # the newest column shows it already
+        self._history.extend(_Entry(p) for p in columns)
+        self._column_opened, self._peak = now, percent
+        return True
+
     # -- drawing -----------------------------------------------------------------------------------
     def _style(self, name: str) -> Style:
         style = self.get_component_rich_style(f"memory-gauge--{name}")
@@ -198,16 +301,21 @@ class MemoryGauge(Vertical):
             warn = emerg - 1
         return warn, emerg
 
-    def _bar_line(self, width: int) -> tuple[Text, int]:
+    def _readout(self) -> tuple[Text, Text]:
+        """The right of the first line: `` 52% normal   `` and ``   8.3/16.0 GB``."""
         figures = self._figures
         assert figures is not None
-        zone_word = {"normal": "normal", "warning": "WARNING", "emergency": "EMERGENCY"}[figures.zone]
-        right = Text.assemble(
+        level = Text.assemble(
             (f" {figures.percent:>3}% ", self._style(figures.zone) + Style(bold=True)),
-            (f"{zone_word:<9}", self._style(figures.zone)),
-            f"  {figures.used}/{figures.total} GB",
+            (f"{ZONE_WORDS[figures.zone]:<9}", self._style(figures.zone)),
         )
-        bar_width = max(10, width - right.cell_len - 2)
+        # ``used`` padded to the total's width: the piece keeps its width from 9.9 to 10.0 GB, so
+        # the bar does not change width (and repaint whole) when the figure gains a digit.
+        return level, Text(f"  {figures.used:>{len(figures.total)}}/{figures.total} GB")
+
+    def _bar(self, bar_width: int) -> Text:
+        figures = self._figures
+        assert figures is not None
         warn_col, emerg_col = self._marker_columns(bar_width)
         filled = round(figures.percent / 100 * bar_width)
         fill_style = self._style(figures.zone)
@@ -225,8 +333,7 @@ class MemoryGauge(Vertical):
         bar.append("▕", self._style("muted"))
         _append_runs(bar, [cell(col) for col in range(bar_width)])
         bar.append("▏", self._style("muted"))
-        bar.append_text(right)
-        return bar, bar_width
+        return bar
 
     def _label_line(self, width: int, bar_width: int) -> Text:
         """Threshold labels under the markers: ``warning 85% ━┛`` and ``┗━ emergency 98%``."""
@@ -287,49 +394,99 @@ class MemoryGauge(Vertical):
         has_cleanup = any(e.cleanup for e in self._history)
         legend = Text("  ▼ clean-up", self._style("muted")) if has_cleanup else Text()
         room = max(0, width - text.cell_len - legend.cell_len)
+        cells: list[tuple[str, Style | None]] = []
         for entry in list(self._history)[-room:] if room else []:
             if entry.cleanup:
-                text.append("▼", self._style("emergency" if entry.cleanup == "emergency" else "warning")
-                            + Style(bold=True))
+                cells.append(("▼", self._style("emergency" if entry.cleanup == "emergency"
+                                                else "warning") + Style(bold=True)))
             else:
-                level = max(0, min(len(SPARK) - 1, round(entry.percent / 100 * len(SPARK)) - 1))
-                text.append(SPARK[level], self._zone_style(entry.percent / 100))
+                cells.append((SPARK[_spark_level(entry.percent)], self._zone_style(entry.percent / 100)))
+        _append_runs(text, cells)
         text.append_text(legend)
         return text
+
+    def parts(self, width: int | None = None) -> dict[str, Text]:
+        """The gauge's pieces (see :data:`PARTS`) for ``width`` cells (the current width)."""
+        if width is None:
+            width = self.content_size.width
+        width = max(20, width)
+        if self._figures is None:
+            parts = {name: Text() for name in self.PARTS}
+            parts["bar"] = Text("reading memory…", self._style("muted"))
+        else:
+            level, amount = self._readout()
+            bar_width = max(10, width - level.cell_len - amount.cell_len - 2)
+            parts = {"bar": self._bar(bar_width), "level": level, "amount": amount,
+                     "labels": self._label_line(width, bar_width),
+                     "figures": self._figures_line(width), "history": self._history_line(width)}
+        for text in parts.values():
+            text.truncate(width, overflow="ellipsis")
+            text.no_wrap = True
+        return parts
 
     def lines(self) -> list[Text]:
         """The four lines for the current width."""
         width = max(20, self.content_size.width)
-        if self._figures is None:
-            return [Text("reading memory…", self._style("muted")), Text(), Text(), Text()]
-        bar, bar_width = self._bar_line(width)
-        lines = [bar, self._label_line(width, bar_width), self._figures_line(width), self._history_line(width)]
+        parts = self.parts(width)
+        first = Text.assemble(parts["bar"], parts["level"], parts["amount"])
+        lines = [first, parts["labels"], parts["figures"], parts["history"]]
         for line in lines:
             line.truncate(width, overflow="ellipsis")
             line.no_wrap = True
         return lines
 
-    def line(self, index: int) -> Text:
-        """Line ``index`` at the current width (what a :class:`_Line` paints)."""
+    def part(self, name: str) -> Text:
+        """Piece ``name`` at the current width (what a :class:`_Part` paints)."""
         width = self.content_size.width
         if self._drawn is None or self._drawn[0] != width:
-            self._drawn = (width, self.lines())
-        return self._drawn[1][index]
+            self._drawn = (width, self.parts(width))
+        return self._drawn[1][name]
 
     def redraw(self) -> None:
-        """The picture changed: repaint the lines whose text differs from what is shown."""
+        """The picture changed: repaint the cells that differ from what is shown."""
         if self._drawn is None:
             return  # nothing painted yet: the first paint draws everything
         width, before = self._drawn
-        after = self.lines()
-        self._drawn = (width, after)
-        for widget, old, new in zip(self.query(_Line), before, after):
-            if old != new:
+        now_width = self.content_size.width
+        after = self.parts(now_width)
+        self._drawn = (now_width, after)
+        for widget in self.query(_Part):
+            old, new = before[widget.part], after[widget.part]
+            if now_width != width:
                 widget.refresh()
+            elif widget.auto and old.cell_len != new.cell_len:
+                widget.refresh(layout=True)  # its width changes: lay the row out again
+            elif span := _changed_span(old, new):
+                widget.cells_changed(*span)
 
     def plain_lines(self) -> list[str]:
         """The gauge as plain text lines (what a person reads; used by tests)."""
         return [line.plain for line in self.lines()]
+
+
+def _cells(text: Text) -> list[tuple[str, tuple[object, ...]]]:
+    """``text`` as one (character, styles) pair per cell: what a line looks like, to compare."""
+    plain = text.plain
+    styles: list[list[object]] = [[text.style] for _ in plain]
+    for span in text.spans:
+        for i in range(span.start, min(span.end, len(plain))):
+            styles[i].append(span.style)
+    cells: list[tuple[str, tuple[object, ...]]] = []
+    for ch, style in zip(plain, styles):
+        cells.append((ch, tuple(style)))
+        cells.extend(("", tuple(style)) for _ in range(cell_len(ch) - 1))  # a wide character
+    return cells
+
+
+def _changed_span(old: Text, new: Text) -> tuple[int, int] | None:
+    """The cells ``[start, end)`` where ``new`` looks different from ``old``; None if it doesn't."""
+    a, b = _cells(old), _cells(new)
+    blank: tuple[str, tuple[object, ...]] = (" ", ())
+    length = max(len(a), len(b))
+    a += [blank] * (length - len(a))
+    b += [blank] * (length - len(b))
+    changed = [x for x in range(length) if a[x] != b[x]]
+    return (changed[0], changed[-1] + 1) if changed else None
 
 
 def _append_runs(text: Text, cells: list[tuple[str, Style | None]]) -> None:
