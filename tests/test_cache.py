@@ -7,13 +7,13 @@ threshold with the real probe.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import mlx.core as mx
+import psutil
 import pytest
 
 from mlx_tui.core.cache import ModelCache, ModelState, ModelTooLarge
@@ -365,28 +365,32 @@ def test_usage_statistics_survive_a_restart_and_drive_preload_popular(
 
 def test_lowering_the_warning_below_current_use_cleans_up_at_once(
         runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
-    """Real probe, real loads: the threshold is put just under what the big model adds."""
+    """Real probe, real loads: the warning is set under what the real gauge reads now.
+
+    The memory really comes back: MLX's figure and this process's resident set drop by the
+    model's size. (The system-wide figure drops too, but on the VMs that run CI the kernel
+    reports freed pages late and unevenly, so the test does not time it.)
+    """
     big = model_factory("big", hidden_size=1024, num_hidden_layers=12, intermediate_size=2816)
     runtime = runtime_factory({"big": str(big), "small": str(model_factory("small"))},
                               probe=SystemMemoryProbe(),
                               memory={"warning_threshold": 0.99, "emergency_threshold": 0.995})
     cache = runtime.cache
-    os.sync()  # the model was just written: flush it, so page-cache writeback does not move the figure
     use(cache, "small", 3)
     use(cache, "big")
     size = cache.get("big").resident_bytes
-    snap = cache.memory(fresh=True)
     assert size > 500 * 1024**2
-    warning = round(snap.used_fraction - 0.5 * size / snap.total_bytes, 4)
+    snap = cache.memory(fresh=True)
+    assert snap.mlx_active_bytes >= size
+    rss = psutil.Process().memory_info().rss
+    warning = round(snap.used_fraction - 0.01, 4)  # just under what the real gauge reads
 
     runtime.settings_store.update("memory", warning_threshold=warning)
-    runtime.settings_store.reload_if_changed()
+
     assert cache.loaded_names() == ["small"], "keep_on_cleanup = 1 keeps the most used"
-    # The kernel reports freed pages with a lag of its own; give the figure a few seconds.
-    deadline = time.monotonic() + 5
-    while cache.memory(fresh=True).used_fraction >= warning and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert cache.memory().used_fraction < warning, "the gauge really dropped"
+    after = cache.memory()
+    assert after.mlx_active_bytes <= snap.mlx_active_bytes - size
+    assert psutil.Process().memory_info().rss <= rss - size * 0.9
 
 
 def test_a_reload_announces_an_eta_from_the_last_load(seed_runtime: Runtime) -> None:
