@@ -35,7 +35,6 @@ Run ``python -m benchmarks.overheads [--quick]``; it prints a Markdown section.
 from __future__ import annotations
 
 import asyncio
-import gc
 import statistics
 import sys
 import threading
@@ -45,6 +44,8 @@ from contextlib import redirect_stderr
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
+
+from mlx_tui.core.loader import MlxLoader
 
 from . import common
 
@@ -132,11 +133,10 @@ def _paired(values: Sequence[float], bases: Sequence[float]) -> list[float]:
 
 
 def _free() -> None:
-    """Return MLX memory to the system between measurements."""
-    import mlx.core as mx
-
-    gc.collect()
-    mx.clear_cache()
+    """Return MLX memory to the system between measurements, exactly as an eviction does
+    (``gc.collect()``, ``mx.clear_cache()``, ``malloc_trim(0)`` on Linux), so every contender
+    starts from the same state: fresh pages to fault in, none kept in the allocator's arenas."""
+    MlxLoader().free()
 
 
 _log = common.logger("overheads")
@@ -627,7 +627,7 @@ def _load_section(r: LoadResult, folder_desc: str) -> list[str]:
         f"### Load: {folder_desc}", "",
         f"{r.repeats} repeats, the order of the contenders rotated each repeat; warm page "
         "cache (every file read once before any timing); each contender run once untimed "
-        "first; MLX memory freed (`gc.collect()`, `mx.clear_cache()`) after every load. Ratios "
+        "first; MLX memory freed as an eviction frees it (`gc.collect()`, `mx.clear_cache()`, `malloc_trim(0)`) after every load, so every contender starts with no memory held back. Ratios "
         f"are medians over repeats of (this / bare `mlx_lm.load` in the same repeat). *CPU s* "
         "is user + system time of the whole process during the call; *page faults* are its "
         "minor faults, about one per 4 KB page of fresh memory (the kernel's share of a load).",
