@@ -8,9 +8,9 @@ statement?", "Explain lambdas.") and the assistant answers with the start of
 that topic's text. The model learns next-token prediction on the assistant
 part only, formatted with the tokenizer's chat template.
 
-Everything is seeded (the same command gives the same weights on the same
-Python, MLX and CPU). The default run takes about seven minutes on an idle
-2-core CPU and writes a 2.1 MB float32 model::
+Everything is seeded. The default run takes about seven minutes on a 2-core
+CPU and writes a 2.1 MB float32 model. Run it with mlx-tui installed
+(``pip install -e .``)::
 
     python scripts/train_demo_model.py            # writes mlx_tui/demo_model/
     python scripts/train_demo_model.py --steps 50 --out /tmp/demo  # a quick try
@@ -30,7 +30,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from functools import cache, partial
+from importlib.metadata import version
 from pathlib import Path
+from typing import cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -227,9 +229,14 @@ def encode(
     """Token ids of one chat-formatted conversation and where the assistant's answer starts."""
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": question})
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    full = tokenizer.apply_chat_template(
-        [*messages, {"role": "assistant", "content": answer}], tokenize=False
+    prompt = cast(
+        str, tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    )
+    full = cast(
+        str,
+        tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": answer}], tokenize=False
+        ),
     )
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
     ids = tokenizer.encode(full.rstrip("\n"), add_special_tokens=False)  # ends with <|im_end|>
@@ -253,10 +260,12 @@ def batches(
 ) -> Iterator[tuple[mx.array, mx.array]]:
     """Endless batches of ``rows`` x ``width`` token ids packed with random conversations.
 
-    Each conversation picks a group (a topic, or small talk) uniformly, then one
-    of its questions, so topics with many phrasings are not favoured. Conversations are laid end to end (each starts with the BOS token); one
+    Each conversation picks a group (a topic, or small talk) uniformly, then
+    one of its questions, so topics with many phrasings are not favoured.
+    Conversations are laid end to end (each starts with the BOS token); one
     that does not fit in the rest of a row opens the next row, and the gap is
-    padded. Also yields the loss weight of every token (see :func:`_answer_weights`).
+    padded. Also yields the loss weight of every token (see
+    :func:`_answer_weights`).
     """
     encoded = cache(partial(encode, tokenizer))
     pending: tuple[list[int], int] | None = None
@@ -275,7 +284,9 @@ def batches(
                 ids, start = pending
                 if len(row) + len(ids) > width:
                     if not row:
-                        raise ValueError(f"a conversation of {len(ids)} tokens exceeds --seq-len {width}")
+                        raise ValueError(
+                            f"a conversation of {len(ids)} tokens exceeds --seq-len {width}"
+                        )
                     break
                 row += ids
                 row_weights += _answer_weights(start, len(ids))
@@ -297,6 +308,11 @@ def loss_fn(model: Model, tokens: mx.array, weights: mx.array) -> tuple[mx.array
     answer = (weights > 0).astype(mx.float32)
     answer_tokens = answer.sum()
     return (losses * weights).sum() / answer_tokens, (losses * answer).sum() / answer_tokens
+
+
+def _named_parameters(model: Model) -> list[tuple[str, mx.array]]:
+    """The model's parameters as (dotted name, array) pairs, as safetensors stores them."""
+    return cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
 
 
 def train(args: argparse.Namespace, out: Path) -> TrainingRun:
@@ -321,7 +337,7 @@ def train(args: argparse.Namespace, out: Path) -> TrainingRun:
         max_position_embeddings=512,
     )
     model = Model(ModelArgs.from_dict(config))
-    parameters = sum(array.size for _, array in tree_flatten(model.parameters()))
+    parameters = sum(array.size for _, array in _named_parameters(model))
     print(f"model: {parameters:,} parameters ({parameters * 4 / 1e6:.1f} MB float32)")
 
     warmup = max(1, args.steps // 20)
@@ -351,7 +367,7 @@ def train(args: argparse.Namespace, out: Path) -> TrainingRun:
         tokens, weights = next(data)
         loss = step(tokens, weights)
         mx.eval(state, loss)
-        window.append(loss.item())
+        window.append(float(loss))
         seen_tokens += tokens.size
         if number % args.log_every == 0 or number == args.steps:
             mean = sum(window) / len(window)
@@ -365,7 +381,7 @@ def train(args: argparse.Namespace, out: Path) -> TrainingRun:
             )
     seconds = time.perf_counter() - start
 
-    save_weights(out, tree_flatten(model.parameters()))
+    save_weights(out, _named_parameters(model))
     write_config(out, config)
     return TrainingRun(parameters, len(tokenizer), seen_tokens, seconds, curve)
 
@@ -373,7 +389,7 @@ def train(args: argparse.Namespace, out: Path) -> TrainingRun:
 # --------------------------------------------------------------------------- report
 
 
-def sample_answers(folder: Path, max_tokens: int = 60) -> list[tuple[str, str]]:
+def sample_answers(folder: Path, max_tokens: int = 100) -> list[tuple[str, str]]:
     """Greedy answers of the saved model, loaded back the way the app loads models."""
     model, tokenizer = load(str(folder))
     answers = []
@@ -381,7 +397,9 @@ def sample_answers(folder: Path, max_tokens: int = 60) -> list[tuple[str, str]]:
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
         )
-        text = "".join(r.text for r in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens))
+        text = "".join(
+            r.text for r in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens)
+        )
         answers.append((question, text))
     return answers
 
@@ -397,6 +415,22 @@ def write_readme(
     command = "python scripts/train_demo_model.py " + " ".join(
         f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items() if name != "out"
     )
+    facts = {
+        "Architecture": f"llama, {args.layers} layers, hidden {args.hidden_size}, "
+        f"MLP {args.intermediate_size}, {args.heads} heads ({args.kv_heads} KV)",
+        "Parameters": f"{run.parameters:,}",
+        "Weights": f"{weights / 1e6:.1f} MB, float32 (`model.safetensors`)",
+        "Tokenizer": f"byte-level BPE, {run.vocab_size} tokens, trained on the same help "
+        "topics; ChatML-style chat template",
+        "Data": f"the help topics of Python {platform.python_version()}, as chat: a question "
+        "about a topic, the start of its page as the answer",
+        "Training": f"{args.steps} steps of {args.batch_rows} x {args.seq_len} tokens "
+        f"({run.tokens:,} tokens), {run.seconds:.0f} s on a {os.cpu_count()}-core CPU, "
+        f"MLX {version('mlx')}",
+        "Final loss": f"{run.curve[-1][1]:.3f} (mean cross-entropy on the assistant's tokens)",
+        "Date": date.today().isoformat(),
+    }
+    facts_table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     text = f"""# mlx-tui demo model
 
 A **toy** language model bundled with mlx-tui so that a fresh install can chat
@@ -409,19 +443,11 @@ Expect vaguely topical, English-looking text, often wrong.
 Real models come from the Hugging Face cache (`~/.cache/huggingface/hub`) or
 from local model folders.
 
-| | |
-|---|---|
-| Architecture | llama, {args.layers} layers, hidden {args.hidden_size}, MLP {args.intermediate_size}, {args.heads} heads ({args.kv_heads} KV) |
-| Parameters | {run.parameters:,} |
-| Weights | {weights / 1e6:.1f} MB, float32 (`model.safetensors`) |
-| Tokenizer | byte-level BPE, {run.vocab_size} tokens, trained on the same help topics; ChatML-style chat template |
-| Data | the help topics of Python {platform.python_version()}, as chat: a question about a topic, the start of its page as the answer |
-| Training | {args.steps} steps of {args.batch_rows} x {args.seq_len} tokens ({run.tokens:,} tokens), {run.seconds:.0f} s on a {os.cpu_count()}-core CPU, MLX {mx.__version__} |
-| Final loss | {run.curve[-1][1]:.3f} (mean cross-entropy on the assistant's tokens) |
-| Date | {date.today().isoformat()} |
+{facts_table}
 
-Rebuild it (seeded: the same command gives the same weights with the same
-Python, MLX and CPU):
+Rebuild it (seeded: the data order and the initial weights are fixed; short
+runs repeat bit for bit, long ones may drift apart slightly, so expect a
+similar rather than identical model):
 
     {command}
 
@@ -439,9 +465,12 @@ Python, MLX and CPU):
 
 
 def parse_args() -> argparse.Namespace:
+    """The command line: training length, model shape and output folder."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=400, help="optimizer steps")
-    parser.add_argument("--batch-rows", type=int, default=4, help="rows of packed conversations a step")
+    parser.add_argument("--steps", type=int, default=450, help="optimizer steps")
+    parser.add_argument(
+        "--batch-rows", type=int, default=3, help="rows of packed conversations a step"
+    )
     parser.add_argument("--seq-len", type=int, default=256, help="tokens a row")
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
@@ -449,7 +478,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--kv-heads", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    parser.add_argument("--max-answer-chars", type=int, default=180, help="longest answer, in characters")
+    parser.add_argument(
+        "--max-answer-chars", type=int, default=180, help="longest answer, in characters"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--log-every", type=int, default=10, help="steps between loss lines")
     parser.add_argument("--out", type=Path, default=DEMO_MODEL_DIR, help="output folder")
@@ -457,6 +488,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    """Train, check and describe the demo model, then swap it into ``--out``."""
     args = parse_args()
     total_start = time.perf_counter()
     # Build next to the output and swap it in at the end, so an interrupted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlx.core as mx
 import pytest
 from mlx.utils import tree_flatten
 from mlx_lm import load, stream_generate
@@ -134,7 +135,7 @@ def test_bfloat16_model_loads(tmp_path: Path) -> None:
 
     model, _ = load(str(folder))
 
-    assert {str(array.dtype) for _, array in tree_flatten(model.parameters())} == {"mlx.core.bfloat16"}
+    assert {array.dtype for _, array in tree_flatten(model.parameters())} == {mx.bfloat16}
 
 
 EXPECTED_ERRORS: dict[str, type[Exception]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Final, Literal, get_args
+from typing import Final, Literal, cast, get_args
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -230,7 +230,9 @@ def save_weights(
         _write_json(dest / "model.safetensors.index.json", index)
 
 
-def _parameter_count(vocab: int, hidden: int, layers: int, intermediate: int, heads: int, kv_heads: int) -> int:
+def _parameter_count(
+    vocab: int, hidden: int, layers: int, intermediate: int, heads: int, kv_heads: int
+) -> int:
     """Parameters of a tied-embedding llama model (mirrors ``mlx_lm.models.llama``)."""
     head_dim = hidden // heads
     attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
@@ -316,7 +318,7 @@ def write_random_model(
     mx.random.seed(seed)
     model = Model(ModelArgs.from_dict(config))
     model.set_dtype(_DTYPES[dtype])
-    weights = tree_flatten(model.parameters())
+    weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
     del model  # the lazy parameters now live only in ``weights``, freed shard by shard
     save_weights(dest, weights, max_shard_bytes=max_shard_bytes)
     write_config(dest, config)
@@ -327,6 +329,7 @@ def write_random_model(
 
 
 def _weight_files(dest: Path) -> list[Path]:
+    """The safetensors weight files of a model folder, in name order."""
     files = sorted(dest.glob("model*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no safetensors weights in {dest}")
@@ -374,7 +377,7 @@ def _drop_middle_tensor(dest: Path) -> None:
     located = {name: path for path in _weight_files(dest) for name in _tensor_names(path)}
     victim = sorted(located)[len(located) // 2]
     path = located[victim]
-    tensors = mx.load(str(path))
+    tensors = cast(dict[str, mx.array], mx.load(str(path)))
     del tensors[victim]
     partial = path.with_name(".partial-" + path.name)  # not matched by "model*.safetensors"
     mx.save_safetensors(str(partial), tensors, metadata={"format": "mlx"})
@@ -388,4 +391,5 @@ def _drop_middle_tensor(dest: Path) -> None:
 
 
 def _write_json(path: Path, data: object) -> None:
+    """Write ``data`` as indented UTF-8 JSON."""
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
