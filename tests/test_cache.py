@@ -20,7 +20,7 @@ from mlx_tui.core.cache import ModelCache, ModelState, ModelTooLarge
 from mlx_tui.core.catalog import UnknownModel
 from mlx_tui.core.chat import ChatMessage, GenerationParams
 from mlx_tui.core.events import CacheEvent, EventKind
-from mlx_tui.core.loader import MlxLoader, ModelLoadError
+from mlx_tui.core.loader import ModelLoadError
 from mlx_tui.core.memory import FixedMemoryProbe, SystemMemoryProbe
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.devtools.modelgen import corrupt_model

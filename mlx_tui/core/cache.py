@@ -20,7 +20,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .catalog import Catalog, ModelInfo, UnknownModel
 from .events import CacheEvent, EventKind, Listener
