@@ -160,6 +160,8 @@ def test_a_model_in_use_is_not_unloaded_until_its_request_ends(
     assert any(e.kind is EventKind.EVICTION_DEFERRED for e in events)
     lease.release()
     assert cache.get("phi3.5-mini-4k").state is ModelState.NOT_LOADED
+    released = [e for e in events if e.kind is EventKind.RELEASED]
+    assert [e.data["in_use"] for e in released] == [0], "the table hears the request end"
 
 
 def test_load_in_one_thread_generate_in_another_while_a_second_load_runs(
@@ -356,6 +358,8 @@ def test_usage_statistics_survive_a_restart_and_drive_preload_popular(
     try:
         assert second.cache.get("b").lifetime_use_count == 3
         assert second.cache.get("b").use_count == 0, "use_count counts this run, as the seed does"
+        use(second.cache, "b")
+        assert second.cache.get("b").lifetime_use_count == 4
         assert second.cache.preload_names() == ["b"]
         second.cache.preload()
         assert second.cache.loaded_names() == ["b"]

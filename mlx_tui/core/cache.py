@@ -241,7 +241,8 @@ class ModelCache:
         self._load_speed: float | None = None  # bytes per second of weights, from past loads
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
-        self._lifetime = store.usage() if store else {}
+        # Uses of past sessions and this one, by name (SQLite is read once, then counted here).
+        self._lifetime_uses = {n: u.use_count for n, u in (store.usage() if store else {}).items()}
         self.refresh_catalog()
         if settings_store is not None:
             settings_store.subscribe(self._on_settings_file)
@@ -288,7 +289,6 @@ class ModelCache:
         return self._memory
 
     def _view(self, e: _Entry) -> ModelView:
-        lifetime = self._lifetime.get(e.name)
         return ModelView(
             name=e.name, state=e.state, source=e.info.source,
             path=str(e.info.path) if e.info.path else None,
@@ -300,7 +300,7 @@ class ModelCache:
             pinned=e.pinned, leases=e.leases, error=e.error or e.info.problem,
             load_started_at=e.load_started_at,
             expected_load_seconds=self._expected_seconds(e),
-            lifetime_use_count=(lifetime.use_count if lifetime else 0),
+            lifetime_use_count=self._lifetime_uses.get(e.name, 0),
             evict_when_idle=e.evict_when_idle,
         )
 
@@ -534,6 +534,8 @@ class ModelCache:
             uses = entry.use_count
         if self._store is not None:
             self._store.record_use(entry.name, now)
+            with self._lock:
+                self._lifetime_uses[entry.name] = self._lifetime_uses.get(entry.name, 0) + 1
         self._emit(EventKind.USED, f"{entry.name}: use #{uses}", entry.name, use_count=uses)
         while True:
             with self._lock:
@@ -548,9 +550,12 @@ class ModelCache:
         with self._lock:
             entry = self._entries[name]
             entry.leases -= 1
+            leases = entry.leases
             victim = None
             if entry.leases == 0 and entry.evict_when_idle:
                 victim = self._take(entry, "deferred clean-up, request finished")
+        self._emit(EventKind.RELEASED, f"{name}: request finished ({leases} still in use)", name,
+                   logging.DEBUG, in_use=leases)
         if victim:
             self._finish_evictions([victim])
 

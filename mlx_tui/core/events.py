@@ -22,6 +22,7 @@ class EventKind(str, Enum):
     PINNED = "pinned"
     UNPINNED = "unpinned"
     USED = "used"
+    RELEASED = "released"
     PRELOAD = "preload"
     MEMORY = "memory"
     SETTINGS = "settings"

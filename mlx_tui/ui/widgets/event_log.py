@@ -12,8 +12,9 @@ from ...core.events import CacheEvent, EventKind
 
 __all__ = ["EventLog", "LOGGED"]
 
-LOGGED = frozenset(EventKind) - {EventKind.MEMORY, EventKind.USED}
-"""Memory readings go to the gauge and uses to the table; everything else is logged."""
+LOGGED = frozenset(EventKind) - {EventKind.MEMORY, EventKind.USED, EventKind.RELEASED}
+"""Memory readings go to the gauge, uses and finished requests to the table; everything else
+is logged."""
 
 _SEVERITY = {
     EventKind.LOAD_FAILED: "error", EventKind.REFUSED: "error", EventKind.EVICTED: "warning",
