@@ -97,17 +97,23 @@ class ModelView:
     def is_loaded(self) -> bool:
         return self.state is ModelState.LOADED
 
-    def progress(self, now: float | None = None) -> float | None:
-        """A load's estimated progress 0..1 from past load speed; None when unknown."""
+    def _load_elapsed(self, now: float | None) -> float | None:
+        """Seconds into a load whose length can be estimated; None otherwise."""
         if self.state is not ModelState.LOADING or not self.expected_load_seconds:
             return None
-        elapsed = (now or time.time()) - self.load_started_at
+        return (now or time.time()) - self.load_started_at
+
+    def progress(self, now: float | None = None) -> float | None:
+        """A load's estimated progress 0..1 from past load speed; None when unknown."""
+        elapsed = self._load_elapsed(now)
+        if elapsed is None or not self.expected_load_seconds:
+            return None
         return max(0.0, min(0.99, elapsed / self.expected_load_seconds))
 
     def eta_seconds(self, now: float | None = None) -> float | None:
-        if self.state is not ModelState.LOADING or not self.expected_load_seconds:
+        elapsed = self._load_elapsed(now)
+        if elapsed is None or not self.expected_load_seconds:
             return None
-        elapsed = (now or time.time()) - self.load_started_at
         return max(0.0, self.expected_load_seconds - elapsed)
 
     def to_dict(self) -> dict[str, Any]:

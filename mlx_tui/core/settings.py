@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from .planner import CLEANUP_MODES
-from .policy import DEFAULT_POLICY
+from .policy import DEFAULT_POLICY, POLICIES
 
 __all__ = [
     "MemorySettings",
@@ -224,8 +224,6 @@ def parse_settings(data: Mapping[str, Any], path: Path | None = None) -> Setting
 
 
 def _check_ranges(s: Settings, path: Path | None) -> None:
-    from .policy import POLICIES  # local: policy may grow; avoid import cycles at module load
-
     m = s.memory
     _fraction("memory.warning_threshold", m.warning_threshold, path)
     _fraction("memory.emergency_threshold", m.emergency_threshold, path)
