@@ -389,7 +389,7 @@ def test_lowering_the_warning_below_current_use_cleans_up_at_once(
     rss = psutil.Process().memory_info().rss
     warning = round(snap.used_fraction - 0.01, 4)  # just under what the real gauge reads
 
-    runtime.settings_store.update("memory", warning_threshold=warning)
+    runtime.settings_store.update({"memory": {"warning_threshold": warning}})
 
     assert cache.loaded_names() == ["small"], "keep_on_cleanup = 1 keeps the most used"
     after = cache.memory()

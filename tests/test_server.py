@@ -164,7 +164,7 @@ def test_root_lists_cached_models_with_the_seed_fields_and_the_seed_jq_filters_w
     health_raw = client.get("/health").content
     assert [m["name"] for m in jq(".cached_models", health_raw)] == ["alpha", "beta"]
     health = json.loads(health_raw)
-    assert health["status"] == "ok"
+    assert health["status"] == "normal"
     memory = health["memory"]
     assert memory["warning_threshold"] == 0.85 and memory["emergency_threshold"] == 0.98
     assert 0 < memory["used_fraction"] < 1
@@ -508,7 +508,7 @@ def test_with_an_api_key_every_endpoint_but_health_needs_it(
             assert response.status_code == 401, (path, headers)
             assert response.json()["error"]["type"] == "authentication_error"
             assert response.headers["www-authenticate"] == "Bearer"
-    assert client.get("/health").json() == {"status": "ok"}  # liveness, no model names
+    assert client.get("/health").json() == {"status": "normal"}  # liveness, no model names
     assert "cached_models" in client.get("/health", headers=good).json()
     assert client.get("/", headers=good).status_code == 200
     assert chat(client, "alpha", max_tokens=1).status_code == 401

@@ -8,6 +8,7 @@ import pytest
 
 from mlx_tui.core.settings import (
     Settings,
+    SettingsChange,
     SettingsError,
     SettingsStore,
     find_settings_path,
@@ -77,7 +78,7 @@ def test_an_invalid_change_from_the_app_is_refused_and_the_file_is_untouched(tmp
     before = path.read_bytes()
     store = SettingsStore(path)
     with pytest.raises(SettingsError, match="memory.warning_threshold"):
-        store.update("memory", warning_threshold=0.99)
+        store.update({"memory": {"warning_threshold": 0.99}})
     assert path.read_bytes() == before
     assert store.settings.memory.warning_threshold == 0.85
 
@@ -86,17 +87,17 @@ def test_a_broken_file_keeps_the_last_valid_settings_and_is_never_overwritten(tm
     path = tmp_path / "settings.toml"
     write_settings(Settings().replace("memory", warning_threshold=0.8), path)
     store = SettingsStore(path)
-    heard: list[tuple[Settings | None, SettingsError | None]] = []
-    store.subscribe(lambda s, e: heard.append((s, e)))
+    heard: list[SettingsChange] = []
+    store.subscribe(heard.append)
 
     broken = "[memory]\nwarning_threshold = 'eighty'\n"
     path.write_text(broken)
     assert store.reload_if_changed()
     assert store.settings.memory.warning_threshold == 0.8
-    assert heard[-1][0] is None and "memory.warning_threshold" in str(heard[-1][1])
+    assert heard[-1].new is None and "memory.warning_threshold" in str(heard[-1].error)
 
     with pytest.raises(SettingsError, match="fix the file first"):
-        store.update("memory", warning_threshold=0.7)
+        store.update({"memory": {"warning_threshold": 0.7}})
     assert path.read_text() == broken, "the user's text stays as they wrote it"
 
 
@@ -105,12 +106,46 @@ def test_a_change_on_disk_is_picked_up_and_announced(tmp_path: Path) -> None:
     write_settings(Settings(), path)
     store = SettingsStore(path)
     assert not store.reload_if_changed(), "nothing changed yet"
-    heard: list[Settings | None] = []
-    store.subscribe(lambda s, e: heard.append(s))
+    heard: list[SettingsChange] = []
+    store.subscribe(heard.append)
     path.write_text("[memory]\nwarning_threshold = 0.6\nemergency_threshold = 0.9\n")
     assert store.reload_if_changed()
     assert store.settings.memory.warning_threshold == 0.6
-    assert heard[-1] is not None and heard[-1].memory.emergency_threshold == 0.9
+    assert heard[-1].new is not None and heard[-1].new.memory.emergency_threshold == 0.9
+    assert heard[-1].sections == {"memory"}, "only the section that changed is announced"
+
+
+def test_a_save_from_the_app_keeps_the_users_comments_and_writes_once(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    text = (REPO_SETTINGS.read_text() + "\n# my own note about the API\n")
+    path.write_text(text)
+    store = SettingsStore(path)
+    heard: list[SettingsChange] = []
+    store.subscribe(heard.append)
+    store.update({"memory": {"warning_threshold": 0.8}, "ui": {"theme": "mlx-light"}})
+    saved = path.read_text()
+    assert "# my own note about the API" in saved
+    assert "# fraction that unloads every model" in saved, "comments beside values stay"
+    assert read_settings(path).memory.warning_threshold == 0.8
+    assert read_settings(path).ui.theme == "mlx-light"
+    assert len(heard) == 1 and heard[0].sections == {"memory", "ui"}, "one write, one change"
+
+
+def test_a_percentage_where_a_fraction_belongs_says_how_to_write_it(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text("[memory]\nwarning_threshold = 85\n")
+    with pytest.raises(SettingsError, match="write 0.85 for 85%"):
+        read_settings(path)
+
+
+def test_remotes_are_an_array_of_named_tables(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[[remotes]]\nname = "studio"\nurl = "http://studio.local:11435"\n'
+                    '[[remotes]]\nname = "studio"\nurl = "http://other:11435"\n')
+    with pytest.raises(SettingsError, match="used twice"):
+        read_settings(path)
+    path.write_text('[[remotes]]\nname = "studio"\nurl = "http://studio.local:11435"\n')
+    assert read_settings(path).remotes[0].url == "http://studio.local:11435"
 
 
 def test_the_settings_file_is_searched_flag_then_folder_then_user_config(

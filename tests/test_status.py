@@ -48,7 +48,7 @@ def test_status_prints_cached_models_by_use_count_with_load_times(
         runtime.cache.pin("alpha")
         assert run_status(status_args(tmp_path, server.url)) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"mlx-tui 0.1.0 at {server.url}: ok"
+    assert out[0] == f"mlx-tui 0.1.0 at {server.url}: normal"
     assert out[1].startswith("memory ") and "warning 85%, emergency 98%" in out[1]
     header, first, second = out[3:6]
     assert header.split() == ["NAME", "STATE", "USES", "LAST", "USED", "LOADED", "LOAD", "TIME", "SIZE"]

@@ -28,7 +28,7 @@ from .loader import LoadedModel, ModelLoader, ModelLoadError, end_mlx_thread
 from .memory import MemoryProbe, MemorySnapshot
 from .planner import CleanupPlan, Thresholds, plan_admission, plan_cleanup
 from .policy import EntryStats, get_policy
-from .settings import Settings, SettingsError, SettingsStore
+from .settings import Settings, SettingsError
 from .store import Store
 from .units import format_bytes, iso_seconds
 
@@ -228,7 +228,6 @@ class ModelCache:
         *,
         store: Store | None = None,
         catalog: Catalog | None = None,
-        settings_store: SettingsStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
@@ -236,7 +235,6 @@ class ModelCache:
         self._probe = probe
         self._store = store
         self._catalog = catalog or Catalog(settings)
-        self._settings_store = settings_store
         self._clock = clock
         self._lock = threading.RLock()
         self._admission = threading.Lock()
@@ -250,8 +248,6 @@ class ModelCache:
         # Uses of past sessions and this one, by name (SQLite is read once, then counted here).
         self._lifetime_uses = {n: u.use_count for n, u in (store.usage() if store else {}).items()}
         self.refresh_catalog()
-        if settings_store is not None:
-            settings_store.subscribe(self._on_settings_file)
 
     # -- observation -----------------------------------------------------------------------------
     @property
@@ -670,25 +666,31 @@ class ModelCache:
         return snap
 
     # -- settings ---------------------------------------------------------------------------------
-    def apply_settings(self, settings: Settings) -> None:
-        """Use new settings at once: thresholds, policy, aliases. A lower threshold cleans up."""
+    def apply_settings(self, settings: Settings, sections: frozenset[str] | None = None) -> None:
+        """Use new settings at once (the runtime calls this with the sections that changed).
+
+        Thresholds and policy apply at once and a lower threshold cleans up; the catalogue is
+        rebuilt and rescanned only when ``[models]`` or ``[catalog]`` changed.
+        """
+        rescan = sections is None or bool(sections & {"models", "catalog"})
         with self._lock:
             self._settings = settings
-            self._catalog = Catalog(settings)
-        self.refresh_catalog()
+            if rescan:
+                self._catalog = Catalog(settings)
+        if rescan:
+            self.refresh_catalog()
         m = settings.memory
         self._emit(EventKind.SETTINGS,
                    f"settings applied: warning {m.warning_threshold:.0%}, emergency "
                    f"{m.emergency_threshold:.0%}, policy {settings.cache.policy}",
-                   warning=m.warning_threshold, emergency=m.emergency_threshold)
+                   warning=m.warning_threshold, emergency=m.emergency_threshold,
+                   sections=sorted(sections or ()))
         self.check_memory()
 
-    def _on_settings_file(self, settings: Settings | None, error: SettingsError | None) -> None:
-        if settings is not None:
-            self.apply_settings(settings)
-        elif error is not None:
-            self._emit(EventKind.SETTINGS, f"settings not applied, keeping the last valid ones: {error}",
-                       level=logging.WARNING, error=str(error))
+    def report_settings_error(self, error: SettingsError) -> None:
+        """An invalid settings file: say so; the last valid settings stay in force."""
+        self._emit(EventKind.SETTINGS, f"settings not applied, keeping the last valid ones: {error}",
+                   level=logging.WARNING, error=str(error))
 
     # -- lifetime --------------------------------------------------------------------------------
     def start(self, preload: bool = True) -> None:
@@ -704,8 +706,6 @@ class ModelCache:
     def _monitor_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._settings_store is not None:
-                    self._settings_store.reload_if_changed()
                 self.check_memory()
             except Exception:  # the monitor must keep running whatever one step meets
                 log.exception("memory monitor step failed")

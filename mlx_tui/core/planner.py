@@ -33,6 +33,7 @@ from .policy import EntryStats, Policy
 from .units import format_bytes
 
 __all__ = [
+    "Zone",
     "Thresholds",
     "AdmissionPlan",
     "CleanupPlan",
@@ -46,13 +47,24 @@ CleanupMode = Literal["keep_best", "just_enough"]
 CLEANUP_MODES: tuple[str, ...] = ("keep_best", "just_enough")
 
 
+Zone = Literal["normal", "warning", "emergency"]
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Fractions of system memory in use: a normal clean-up at ``warning``, unload all at
-    ``emergency``."""
+    """Fractions of the memory weights occupy: a normal clean-up at ``warning``, unload all at
+    ``emergency``. The one home of the zone names the gauge, ``/health`` and ``status`` show."""
 
     warning: float = 0.85
     emergency: float = 0.98
+
+    def zone(self, fraction: float) -> Zone:
+        """``"normal"``, ``"warning"`` or ``"emergency"``: where ``fraction`` in use stands."""
+        if fraction >= self.emergency:
+            return "emergency"
+        if fraction >= self.warning:
+            return "warning"
+        return "normal"
 
 
 @dataclass(frozen=True, slots=True)

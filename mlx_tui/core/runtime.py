@@ -2,37 +2,119 @@
 
 The app (``mlx-tui``), the headless server (``mlx-tui serve``) and tests build the same thing
 with :func:`build_runtime`, so they share one cache and one set of rules.
+
+The runtime owns the watch on ``settings.toml`` (one thread polls its mtime) and hands each
+part only its own sections, only when they changed: ``[memory]``, ``[cache]``, ``[engine]`` and
+``[prompt_cache]`` to the cache, ``[models]`` and ``[catalog]`` to the catalogue (through the
+cache, which owns the names), and anything else (``[ui]`` to the app, ``[api]`` to the server)
+to whoever asked with :meth:`Runtime.on_settings`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable
 
 from .cache import ModelCache
 from .catalog import Catalog
 from .chat import ChatEngine
 from .loader import MlxLoader, ModelLoader
 from .memory import MemoryProbe, SystemMemoryProbe
-from .settings import SettingsStore, find_settings_path
+from .settings import SettingsChange, SettingsListener, SettingsStore, find_settings_path
 from .store import Store, default_db_path
 
-__all__ = ["Runtime", "build_runtime"]
+__all__ = ["Runtime", "build_runtime", "CACHE_SECTIONS"]
 
 log = logging.getLogger("mlx_tui")
+
+CACHE_SECTIONS = frozenset({"memory", "cache", "engine", "prompt_cache", "models", "catalog"})
+"""The sections the cache (and through it the catalogue) is handed when they change."""
+
+
+@dataclass(eq=False)
+class _Subscription:
+    listener: SettingsListener
+    sections: frozenset[str] | None  # None: every change
 
 
 @dataclass
 class Runtime:
-    """Everything a front end needs; :meth:`close` stops the background threads."""
+    """Everything a front end needs. :meth:`start` starts the cache and the settings watch;
+    :meth:`close` stops every background thread and unloads the models."""
 
     settings_store: SettingsStore
     store: Store
     cache: ModelCache
     chat: ChatEngine
+    _subscriptions: list[_Subscription] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._unsubscribe_store = self.settings_store.subscribe(self._dispatch)
+
+    # -- settings --------------------------------------------------------------------------------
+    def on_settings(self, listener: SettingsListener,
+                    sections: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``listener`` when one of ``sections`` changed (every change when None), and
+        with the error when the file became invalid. Called from the watch thread or the
+        thread that saved; returns a function that unsubscribes."""
+        sub = _Subscription(listener, frozenset(sections) if sections is not None else None)
+        with self._lock:
+            self._subscriptions.append(sub)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if sub in self._subscriptions:
+                    self._subscriptions.remove(sub)
+
+        return unsubscribe
+
+    def _dispatch(self, change: SettingsChange) -> None:
+        if change.new is not None and change.sections & CACHE_SECTIONS:
+            self.cache.apply_settings(change.new, change.sections)
+        elif change.error is not None:
+            self.cache.report_settings_error(change.error)
+        with self._lock:
+            subs = list(self._subscriptions)
+        for sub in subs:
+            if change.error is None and sub.sections is not None and not (change.sections & sub.sections):
+                continue
+            try:
+                sub.listener(change)
+            except Exception:  # noqa: BLE001 - one broken listener must not stop the others
+                log.exception("settings listener failed")
+
+    def check_settings_file(self) -> bool:
+        """Re-read settings.toml if it changed on disk (what the watch thread does each poll)."""
+        return self.settings_store.reload_if_changed()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.settings_store.settings.memory.poll_seconds):
+            try:
+                self.check_settings_file()
+            except Exception:  # noqa: BLE001 - the watch must survive any one bad read
+                log.exception("settings watch step failed")
+
+    # -- lifetime --------------------------------------------------------------------------------
+    def start(self, preload: bool = True) -> None:
+        """Start the cache's monitor (and preloads) and the settings watch."""
+        self.cache.start(preload=preload)
+        if self._watcher is None:
+            self._stop.clear()
+            self._watcher = threading.Thread(target=self._watch, name="settings-watch", daemon=True)
+            self._watcher.start()
 
     def close(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+            self._watcher = None
+        self._unsubscribe_store()
         self.cache.close()
         self.store.close()
 
@@ -57,6 +139,5 @@ def build_runtime(
         probe or SystemMemoryProbe(),
         store=store,
         catalog=Catalog(settings),
-        settings_store=settings_store,
     )
     return Runtime(settings_store, store, cache, ChatEngine(cache))

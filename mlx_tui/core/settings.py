@@ -19,12 +19,18 @@ from typing import Any, Callable, Mapping
 
 import tomli_w
 
-from .planner import CLEANUP_MODES
+from .planner import CLEANUP_MODES, CleanupMode, Thresholds
 from .policy import DEFAULT_POLICY, POLICIES
 
 __all__ = [
     "MemorySettings",
     "CacheSettings",
+    "EngineSettings",
+    "PromptCacheSettings",
+    "RemoteSettings",
+    "SettingsChange",
+    "SettingsListener",
+    "check_port",
     "CatalogSettings",
     "UISettings",
     "ApiSettings",
@@ -40,8 +46,8 @@ __all__ = [
 
 HEADER = """\
 # mlx-tui settings. Every key is explained in README.md ("settings.toml").
-# The app rewrites this file when you change settings in it (comments other than this header
-# are not kept). An invalid file is reported and the last valid settings stay in force.
+# The app saves changes into this file and keeps your comments. An invalid file is reported
+# and the last valid settings stay in force.
 """
 
 
@@ -58,14 +64,20 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class MemorySettings:
-    """Memory thresholds (fractions of system memory in use) and the poll period."""
+    """Memory thresholds (fractions of the memory weights occupy) and the poll period."""
 
     warning_threshold: float = 0.85
     emergency_threshold: float = 0.98
     background_load_below: float = 0.70
     keep_on_cleanup: int = 1
-    cleanup: str = "just_enough"
+    cleanup: CleanupMode = "just_enough"
     poll_seconds: float = 1.0
+    manage_wired_limit: bool = True
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The warning and emergency fractions, as the planner, gauge and API use them."""
+        return Thresholds(self.warning_threshold, self.emergency_threshold)
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,30 @@ class CacheSettings:
     preload_popular: int = 0
     idle_unload_seconds: float = 0.0
     max_loaded: int = 0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """The generation workers: one per loaded model, batching the requests it serves."""
+
+    max_batch: int = 8
+    prefill_step: int = 512
+    queue_size: int = 64
+    max_prompt_tokens: int = 32768
+    max_tokens: int = 8192
+    max_messages: int = 1000
+    loader_threads: int = 1
+
+
+@dataclass(frozen=True)
+class PromptCacheSettings:
+    """Prompt (KV) caches kept between requests, in memory and on disk."""
+
+    enabled: bool = True
+    dir: str = ""
+    max_memory_gb: float = 0.0
+    max_disk_gb: float = 10.0
+    min_tokens: int = 64
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,20 @@ class ApiSettings:
     host: str = "127.0.0.1"
     port: int = 11435
     api_key: str = ""
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    allow_model_paths: bool = False
+    max_body_bytes: int = 8 * 1024 * 1024
+    ollama_port: int = 0
+
+
+@dataclass(frozen=True)
+class RemoteSettings:
+    """One other mlx-tui instance, from a ``[[remotes]]`` table."""
+
+    name: str = ""
+    url: str = ""
+    api_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,19 +161,35 @@ class Settings:
 
     memory: MemorySettings = field(default_factory=MemorySettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    prompt_cache: PromptCacheSettings = field(default_factory=PromptCacheSettings)
     models: Mapping[str, str] = field(default_factory=lambda: {"default": "demo"})
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     ui: UISettings = field(default_factory=UISettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    remotes: tuple[RemoteSettings, ...] = ()
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied to one section, validated like a file would be."""
+        return self.with_changes({section: changes})
+
+    def with_changes(self, changes: Mapping[str, Mapping[str, Any]]) -> "Settings":
+        """A copy with several sections changed at once (``{"memory": {...}, "ui": {...}}``),
+        validated like a file would be. ``models`` is replaced whole."""
         data = self.to_toml_dict()
-        if section == "models":
-            data["models"] = dict(changes)
-        else:
-            data[section] = {**data[section], **changes}
+        for section, values in changes.items():
+            if section == "models":
+                data["models"] = dict(values)
+            elif section == "remotes":
+                data["remotes"] = list(values)  # type: ignore[arg-type]
+            else:
+                data[section] = {**data.get(section, {}), **values}
         return parse_settings(data)
+
+    def changed_sections(self, other: "Settings") -> frozenset[str]:
+        """Names of the sections whose values differ between ``self`` and ``other``."""
+        return frozenset(f.name for f in dataclasses.fields(self)
+                         if getattr(self, f.name) != getattr(other, f.name))
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The settings as plain TOML-ready data (what :func:`write_settings` writes)."""
@@ -143,6 +209,8 @@ class Settings:
 _SECTIONS: dict[str, type] = {
     "memory": MemorySettings,
     "cache": CacheSettings,
+    "engine": EngineSettings,
+    "prompt_cache": PromptCacheSettings,
     "catalog": CatalogSettings,
     "ui": UISettings,
     "api": ApiSettings,
@@ -153,7 +221,8 @@ def _fraction(key: str, value: Any, path: Path | None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(path, key, f"must be a number between 0 and 1, got {value!r}")
     if not 0 < float(value) <= 1:
-        raise SettingsError(path, key, f"must be in (0, 1], got {value}")
+        hint = f"; write {value / 100:g} for {value:g}%" if 1 < float(value) <= 100 else ""
+        raise SettingsError(path, key, f"must be a fraction in (0, 1], got {value}{hint}")
     return float(value)
 
 
@@ -207,18 +276,33 @@ def _section(name: str, cls: type, raw: Any, path: Path | None) -> Any:
     return dataclasses.replace(defaults, **values)
 
 
+def _remotes(raw: Any, path: Path | None) -> tuple[RemoteSettings, ...]:
+    if not isinstance(raw, list):
+        raise SettingsError(path, "[[remotes]]", "must be an array of tables ([[remotes]] blocks)")
+    remotes = []
+    for i, item in enumerate(raw):
+        remote = _section(f"remotes[{i}]", RemoteSettings, item, path)
+        if not remote.name or not remote.url:
+            raise SettingsError(path, f"remotes[{i}]", "needs a name and a url")
+        if remote.name in {r.name for r in remotes}:
+            raise SettingsError(path, f"remotes[{i}].name", f"{remote.name!r} is used twice")
+        remotes.append(remote)
+    return tuple(remotes)
+
+
 def parse_settings(data: Mapping[str, Any], path: Path | None = None) -> Settings:
     """Validate parsed TOML into :class:`Settings`; raises :class:`SettingsError`."""
+    extra = ("models", "remotes")
     for key in data:
-        if key not in _SECTIONS and key != "models":
-            known = ", ".join(sorted([*_SECTIONS, "models"]))
+        if key not in _SECTIONS and key not in extra:
+            known = ", ".join(sorted([*_SECTIONS, *extra]))
             raise SettingsError(path, f"[{key}]", f"unknown section (known: {known})")
     sections = {
         name: _section(name, cls, data.get(name, {}), path) for name, cls in _SECTIONS.items()
     }
     models_raw = data.get("models", {"default": "demo"})
     models = _coerce("models", {}, models_raw, path)
-    settings = Settings(models=models, **sections)
+    settings = Settings(models=models, remotes=_remotes(data.get("remotes", []), path), **sections)
     _check_ranges(settings, path)
     return settings
 
@@ -247,8 +331,24 @@ def _check_ranges(s: Settings, path: Path | None) -> None:
             "cache.policy",
             f"unknown policy {s.cache.policy!r} (known: {', '.join(sorted(POLICIES))})",
         )
-    if not 0 < s.api.port < 65536:
-        raise SettingsError(path, "api.port", f"must be 1-65535, got {s.api.port}")
+    check_port("api.port", s.api.port, path)
+    if s.api.ollama_port:
+        check_port("api.ollama_port", s.api.ollama_port, path)
+    e = s.engine
+    for key in ("max_batch", "prefill_step", "queue_size", "max_prompt_tokens", "max_tokens",
+                "max_messages", "loader_threads"):
+        if getattr(e, key) < 1:
+            raise SettingsError(path, f"engine.{key}", f"must be at least 1, got {getattr(e, key)}")
+    if s.api.max_body_bytes < 1024:
+        raise SettingsError(path, "api.max_body_bytes",
+                            f"must be at least 1024, got {s.api.max_body_bytes}")
+
+
+def check_port(key: str, port: int, path: Path | None = None) -> int:
+    """A TCP port a server may listen on (1-65535); raises :class:`SettingsError` naming ``key``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise SettingsError(path, key, f"must be a port number 1-65535, got {port}")
+    return port
 
 
 def read_settings(path: Path) -> Settings:
@@ -266,10 +366,9 @@ def read_settings(path: Path) -> Settings:
     return parse_settings(data, path)
 
 
-def write_settings(settings: Settings, path: Path) -> None:
-    """Write atomically: a temporary file beside ``path``, fsync, then rename over it."""
+def _write_atomically(path: Path, text: str) -> None:
+    """A temporary file beside ``path``, fsync, then rename over it: never half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = HEADER + "\n" + tomli_w.dumps(settings.to_toml_dict())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -280,6 +379,47 @@ def write_settings(settings: Settings, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_settings(settings: Settings, path: Path) -> None:
+    """Write the whole of ``settings`` atomically under the header (a new file)."""
+    _write_atomically(path, HEADER + "\n" + tomli_w.dumps(settings.to_toml_dict()))
+
+
+def _edit_document(text: str, changes: Mapping[str, Mapping[str, Any]]) -> str:
+    """``text`` (valid TOML) with ``changes`` written into it, keeping the user's comments,
+    order and layout: only the values that change are rewritten (tomlkit)."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    for section, values in changes.items():
+        if section == "remotes":
+            array = tomlkit.aot()
+            for remote in values:
+                array.append(tomlkit.item(dict(remote)))  # type: ignore[call-overload]
+            doc["remotes"] = array
+            continue
+        table = doc.get(section)
+        if table is None:
+            table = tomlkit.table()
+            doc[section] = table
+        if section == "models":
+            for gone in [k for k in table if k not in values]:
+                del table[gone]
+        for key, value in values.items():
+            value = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, Mapping):
+                sub = table.get(key)
+                if sub is None:
+                    table[key] = tomlkit.table()
+                    sub = table[key]
+                for gone in [k for k in sub if k not in value]:
+                    del sub[gone]
+                for k, v in value.items():
+                    sub[k] = v
+            else:
+                table[key] = value
+    return tomlkit.dumps(doc)
 
 
 def user_config_path() -> Path:
@@ -305,19 +445,34 @@ def find_settings_path(explicit: Path | None = None, cwd: Path | None = None) ->
     return user, "defaults (no file yet)"
 
 
+@dataclass(frozen=True)
+class SettingsChange:
+    """What a listener of :class:`SettingsStore` hears: the new valid settings and which
+    sections changed, or the error of a file that was not applied (``new`` is None then)."""
+
+    old: Settings
+    new: Settings | None
+    sections: frozenset[str] = frozenset()
+    error: SettingsError | None = None
+
+
+SettingsListener = Callable[[SettingsChange], None]
+
+
 class SettingsStore:
     """Owns the current valid settings of a process and the file they live in.
 
-    ``reload_if_changed()`` is cheap (a ``stat``) and meant to be polled; listeners are called
-    with the new settings after a valid change, or with the error after an invalid one, from
-    the thread that polled. ``update()`` validates, writes the file atomically and applies.
+    ``reload_if_changed()`` is cheap (a ``stat``) and meant to be polled by one owner (the
+    runtime's watcher); listeners hear each valid change with the sections it touched, or the
+    error of an invalid file, from the thread that polled or saved. ``update()`` validates,
+    writes every changed section in one atomic write (keeping the user's comments) and applies.
     """
 
     def __init__(self, path: Path, source: str = "") -> None:
         self.path = path
         self.source = source
         self._lock = threading.Lock()
-        self._listeners: list[Callable[[Settings | None, SettingsError | None], None]] = []
+        self._listeners: list[SettingsListener] = []
         self._mtime: float | None = None
         self.error: SettingsError | None = None
         self._settings = Settings()
@@ -332,8 +487,17 @@ class SettingsStore:
     def settings(self) -> Settings:
         return self._settings
 
-    def subscribe(self, listener: Callable[[Settings | None, SettingsError | None], None]) -> None:
-        self._listeners.append(listener)
+    def subscribe(self, listener: SettingsListener) -> Callable[[], None]:
+        """Hear every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
 
     def _stat(self) -> float | None:
         try:
@@ -342,9 +506,11 @@ class SettingsStore:
             return None
         return st.st_mtime_ns + st.st_size
 
-    def _notify(self, settings: Settings | None, error: SettingsError | None) -> None:
-        for listener in list(self._listeners):
-            listener(settings, error)
+    def _notify(self, change: SettingsChange) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(change)
 
     def reload_if_changed(self) -> bool:
         """Re-read the file when it changed on disk; returns whether it changed."""
@@ -355,31 +521,47 @@ class SettingsStore:
             self._mtime = mtime
             if mtime is None:
                 return False
+            old = self._settings
             try:
                 new = read_settings(self.path)
             except SettingsError as exc:
                 self.error = exc
-                settings, error = None, exc
+                change = SettingsChange(old, None, error=exc)
             else:
                 self._settings, self.error = new, None
-                settings, error = new, None
-        self._notify(settings, error)
+                change = SettingsChange(old, new, new.changed_sections(old))
+        if change.error is not None or change.sections:
+            self._notify(change)
         return True
 
-    def update(self, section: str, **changes: Any) -> Settings:
-        """Apply ``changes`` to ``section``, write the file, and tell listeners.
+    def update(self, changes: Mapping[str, Mapping[str, Any]]) -> Settings:
+        """Apply ``{"section": {key: value}}`` for any number of sections in one atomic write,
+        then tell listeners once.
 
         Raises :class:`SettingsError` (and changes nothing) when the result is invalid. If the
         file on disk is currently invalid it is not overwritten: the user's text stays intact.
+        Comments and layout of an existing file are kept; only changed values are rewritten.
         """
         with self._lock:
             if self.error is not None and self.path.exists():
                 raise SettingsError(
                     self.path, "", f"not saved: fix the file first ({self.error.problem})"
                 )
-            new = self._settings.replace(section, **changes)
-            write_settings(new, self.path)
+            old = self._settings
+            new = old.with_changes(changes)
+            text = None
+            if self.path.exists():
+                try:
+                    text = _edit_document(self.path.read_text(encoding="utf-8"), changes)
+                except (OSError, ValueError):
+                    text = None  # unreadable as a document: written whole below
+            if text is None:
+                write_settings(new, self.path)
+            else:
+                _write_atomically(self.path, text)
             self._settings = new
             self._mtime = self._stat()
-        self._notify(new, None)
+            change = SettingsChange(old, new, new.changed_sections(old))
+        if change.sections:
+            self._notify(change)
         return new

@@ -18,18 +18,9 @@ from ..core.memory import MemorySnapshot
 from ..core.planner import Thresholds
 from ..core.units import iso_seconds
 
-__all__ = ["CACHED_STATES", "zone", "memory_document", "model_document", "health_document"]
+__all__ = ["CACHED_STATES", "memory_document", "model_document", "health_document"]
 
 CACHED_STATES = frozenset({ModelState.LOADED, ModelState.LOADING})
-
-
-def zone(fraction: float, thresholds: Thresholds) -> str:
-    """``"ok"``, ``"warning"`` or ``"emergency"``: where memory in use stands."""
-    if fraction >= thresholds.emergency:
-        return "emergency"
-    if fraction >= thresholds.warning:
-        return "warning"
-    return "ok"
 
 
 def memory_document(snap: MemorySnapshot, thresholds: Thresholds) -> dict[str, Any]:
@@ -41,7 +32,7 @@ def memory_document(snap: MemorySnapshot, thresholds: Thresholds) -> dict[str, A
         "available_bytes": snap.available_bytes,
         "warning_threshold": thresholds.warning,
         "emergency_threshold": thresholds.emergency,
-        "zone": zone(snap.used_fraction, thresholds),
+        "zone": thresholds.zone(snap.used_fraction),
         "mlx_active_bytes": snap.mlx_active_bytes,
         "mlx_cache_bytes": snap.mlx_cache_bytes,
         "mlx_peak_bytes": snap.mlx_peak_bytes,
@@ -68,7 +59,7 @@ def health_document(cache: ModelCache) -> dict[str, Any]:
     snap = cache.memory()
     models = [model_document(v) for v in views]
     return {
-        "status": zone(snap.used_fraction, cache.thresholds),
+        "status": cache.thresholds.zone(snap.used_fraction),
         "service": "mlx-tui",
         "version": __version__,
         "cached_models": [doc for doc, v in zip(models, views) if v.state in CACHED_STATES],

@@ -191,7 +191,7 @@ def run_serve(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     code = 0
     try:
-        runtime.cache.start(preload=True)
+        runtime.start(preload=True)
         while not stop.wait(0.5):
             if not server.running:
                 log.error("the API server thread ended; exiting")

@@ -32,7 +32,7 @@ from ..core.events import CacheEvent, EventKind
 from ..core.runtime import Runtime, build_runtime
 from ..core.settings import Settings
 from .keys import display_key, key_rows, keys_markdown, unknown_binding_ids
-from .messages import ApiStatus, CacheEventPosted
+from .messages import ApiStatus, CacheEventPosted, SettingsChanged
 from .themes import DEFAULT_THEME, scan_themes, theme_dirs
 from .widgets.chat import ChatInput, ChatPane
 from .widgets.event_log import LOGGED, EventLog
@@ -152,6 +152,8 @@ class MlxTuiApp(App[int]):
         self.table.sync()
         self._ticker = self.set_interval(0.5, self._models_changed, pause=True)
         self._unsubscribe = self.runtime.cache.subscribe(self._on_cache_event)
+        self._unsubscribe_settings = self.runtime.on_settings(
+            self._on_settings_change, sections=("ui", "memory", "cache"))
         store = self.runtime.settings_store
         self.event_log.add_line("settings", f"using {store.path.name} ({store.source}); "
                                 f"ctrl+s shows the full path", self._now())
@@ -165,7 +167,7 @@ class MlxTuiApp(App[int]):
     def _start_background(self) -> None:
         """After the first frame: the memory monitor, the preloads and the HTTP API."""
         self._apply_keys(self.runtime.cache.settings)  # imports the screens: after the frame
-        self.runtime.cache.start(preload=self._preload)
+        self.runtime.start(preload=self._preload)
         # mlx_lm costs about a second to import; pay it soon, not when the first message waits,
         # but not while the first screen is still being finished (it competes for the GIL).
         self.set_timer(1.0, lambda: threading.Thread(target=_warm_up, name="import-mlx-lm",
@@ -176,6 +178,7 @@ class MlxTuiApp(App[int]):
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
+            self._unsubscribe_settings()
         self.chat.stop_all()
         if self.api_server is not None:
             try:
@@ -234,8 +237,6 @@ class MlxTuiApp(App[int]):
             return
         if event.kind is EventKind.CLEANUP:
             self.gauge.mark_cleanup(str(event.data.get("cleanup", "normal")))
-        elif event.kind is EventKind.SETTINGS:
-            self._settings_changed(event)
         elif event.kind is EventKind.LOAD_FAILED:
             self.notify(event.message, title="Load failed", severity="error", timeout=10)
         elif event.kind is EventKind.REFUSED:
@@ -256,13 +257,21 @@ class MlxTuiApp(App[int]):
         else:
             self._ticker.pause()
 
-    def _settings_changed(self, event: CacheEvent) -> None:
-        error = event.data.get("error")
-        if error:
+    def _on_settings_change(self, change: Any) -> None:
+        """Called in the settings watch (or saving) thread: only post a message."""
+        try:
+            self.post_message(SettingsChanged(change))
+        except RuntimeError:  # the event loop is gone: the app is closing
+            pass
+
+    def on_settings_changed(self, message: SettingsChanged) -> None:
+        error = message.change.error
+        if error is not None:
             self.notify(f"{error}\nThe last valid settings stay in force.",
                         title="settings.toml not applied", severity="error", timeout=12)
             return
-        settings = self.runtime.cache.settings
+        settings = message.change.new
+        assert settings is not None
         self.gauge.set_thresholds(settings.memory.warning_threshold,
                                   settings.memory.emergency_threshold)
         if settings.ui.theme != self.theme:
@@ -296,7 +305,7 @@ class MlxTuiApp(App[int]):
 
         def save() -> None:
             try:
-                self.runtime.settings_store.update("ui", theme=theme.name)
+                self.runtime.settings_store.update({"ui": {"theme": theme.name}})
             except Exception as exc:  # noqa: BLE001 - the theme still applies for this session
                 self.call_from_thread(self.notify, str(exc), title="Theme not saved",
                                       severity="error")

@@ -11,8 +11,9 @@ from textual.message import Message
 
 from ..core.chat import ChatStats
 from ..core.events import CacheEvent
+from ..core.settings import SettingsChange
 
-__all__ = ["CacheEventPosted", "ReplyDelta", "ReplyFinished", "ReplyFailed", "ApiStatus"]
+__all__ = ["CacheEventPosted", "SettingsChanged", "ReplyDelta", "ReplyFinished", "ReplyFailed", "ApiStatus"]
 
 
 class CacheEventPosted(Message):
@@ -21,6 +22,15 @@ class CacheEventPosted(Message):
     def __init__(self, event: CacheEvent) -> None:
         super().__init__()
         self.event = event
+
+
+class SettingsChanged(Message):
+    """settings.toml changed in a section the app shows (``[ui]``, ``[memory]``, ``[cache]``),
+    or became invalid (``change.error``)."""
+
+    def __init__(self, change: SettingsChange) -> None:
+        super().__init__()
+        self.change = change
 
 
 class ReplyDelta(Message):

@@ -1,7 +1,7 @@
 """The settings screen: thresholds, clean-up, policy, polling and theme, saved to settings.toml.
 
 Saving checks every field first (the same validation a file gets), then writes each changed
-section with :meth:`SettingsStore.update` (an atomic write) in a worker thread; the cache
+section with one :meth:`SettingsStore.update` (one atomic write) in a worker thread; the cache
 applies the new settings at once and reports them, and the app moves the gauge's markers.
 """
 
@@ -68,9 +68,7 @@ def collect_changes(current: Settings, fields: dict[str, str]) -> dict[str, dict
     changes = {section: {k: v for k, v in values.items() if data[section][k] != v}
                for section, values in wanted.items()}
     changes = {section: values for section, values in changes.items() if values}
-    candidate = current
-    for section, values in changes.items():
-        candidate = candidate.replace(section, **values)  # raises SettingsError when invalid
+    current.with_changes(changes)  # raises SettingsError when invalid
     return changes
 
 
@@ -167,10 +165,9 @@ class SettingsScreen(ModalScreen[bool]):
                         name="save settings")
 
     def _save(self, changes: dict[str, dict[str, Any]]) -> None:
-        """In a worker thread: one atomic write per changed section."""
+        """In a worker thread: one atomic write of every changed section."""
         try:
-            for section, values in changes.items():
-                self._store.update(section, **values)
+            self._store.update(changes)
         except (SettingsError, OSError) as exc:
             self.app.call_from_thread(self.query_one("#settings-error", Static).update, str(exc))
             return
