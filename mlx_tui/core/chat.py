@@ -21,18 +21,36 @@ __all__ = ["ChatMessage", "GenerationParams", "ChatStats", "ChatDelta", "ChatEng
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "system", "user" or "assistant"
+    """One message of a conversation, as the model's chat template receives it.
+
+    ``tool_calls`` (on an assistant message) are ``{"id", "type": "function", "function":
+    {"name", "arguments"}}`` objects as OpenAI sends them; ``tool_call_id`` and ``name`` belong
+    to a ``role="tool"`` message carrying a tool's result.
+    """
+
+    role: str  # "system", "user", "assistant" or "tool"
     content: str
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings of one reply."""
+    """Sampling settings of one reply. Each request carries its own, also inside a batch."""
 
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int = 256
     seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True)
