@@ -16,7 +16,9 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Sequence
+
+from mlx_tui.devtools.settings_files import write_isolated_settings as write_settings
 
 __all__ = [
     "OFFLINE", "go_offline", "offline_env", "logger", "machine_load", "verdict", "ratio",
@@ -123,20 +125,6 @@ def model_desc(folder: Path, dtype: str, *, vocab: bool = True) -> str:
     if vocab:
         shape += f", vocab {config['vocab_size']}"
     return f"{size / 1e9:.2f} GB {dtype} llama ({shape}), random weights"
-
-
-def write_settings(path: Path, models: Mapping[str, str], **sections: Mapping[str, Any]) -> None:
-    """A settings file naming only ``models`` (no folder or Hugging Face scans, no preload),
-    plus ``sections`` (``memory={...}``, ``api={...}``)."""
-    from mlx_tui.core.settings import parse_settings
-    from mlx_tui.core.settings import write_settings as write
-
-    write(parse_settings({
-        "models": dict(models),
-        "catalog": {"dirs": [], "huggingface_cache": False},
-        "cache": {"preload": []},
-        **sections,
-    }), path)
 
 
 # --------------------------------------------------------------------------- standalone

@@ -32,11 +32,9 @@ Run ``python -m benchmarks.costs_of_being_open [--quick]``; it prints a Markdown
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,9 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from mlx_tui.devtools.ports import free_port
+from mlx_tui.devtools.tmux import TmuxServer
+
 from . import common
 
-__all__ = ["Plan", "Tmux", "run", "main"]
+__all__ = ["Plan", "run", "main"]
 
 SIZE = (120, 40)
 POLL = 0.010
@@ -85,64 +86,13 @@ _log = common.logger("costs_of_being_open")
 # --------------------------------------------------------------------------- tmux
 
 
-class Tmux:
-    """A private tmux server (``-L SOCKET -f /dev/null``); :meth:`close` kills it and every
-    session on it. A keeper session keeps the server up between measured sessions."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.socket = f"mlx-tui-bench-{os.getpid()}-{time.monotonic_ns() % 1_000_000}"
-        self.env = env
-        self._names = 0
-        self.start("keeper", "sleep 86400")
-        self.socket_path = self._tmux("display-message", "-p", "-t", "keeper", "#{socket_path}").strip()
-
-    def _tmux(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, timeout=15)
-        if check and done.returncode != 0:
-            raise RuntimeError(f"tmux {' '.join(args[:2])} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    def unique(self, stem: str) -> str:
-        self._names += 1
-        return f"{stem}-{self._names}"
-
-    def start(self, name: str, command: str) -> None:
-        env_args = [a for k, v in self.env.items() for a in ("-e", f"{k}={v}")]
-        self._tmux("new-session", "-d", "-s", name, "-x", str(SIZE[0]), "-y", str(SIZE[1]),
-                   *env_args, command)
-
-    def screen(self, name: str) -> str:
-        return self._tmux("capture-pane", "-p", "-t", name, check=False)
-
-    def pane_pid(self, name: str) -> int:
-        return int(self._tmux("display-message", "-p", "-t", name, "#{pane_pid}").strip())
-
-    def server_pid(self) -> int:
-        return int(self._tmux("display-message", "-p", "-t", "keeper", "#{pid}").strip())
-
-    def pipe(self, name: str, path: Path) -> None:
-        self._tmux("pipe-pane", "-o", "-t", name, f"cat >> {shlex.quote(str(path))}")
-
-    def unpipe(self, name: str) -> None:
-        self._tmux("pipe-pane", "-t", name, check=False)
-
-    def kill(self, name: str) -> None:
-        self._tmux("kill-session", "-t", name, check=False)
-
-    def close(self) -> None:
-        self._tmux("kill-server", check=False)
-        if self.socket_path:  # tmux may leave its socket file behind
-            Path(self.socket_path).unlink(missing_ok=True)
-
-
-def _wait_for(tmux: Tmux, name: str, ready: Callable[[str], bool], timeout: float) -> tuple[float, str]:
+def _wait_for(tmux: TmuxServer, name: str, ready: Callable[[str], bool], timeout: float) -> tuple[float, str]:
     """Poll the pane every 10 ms; (monotonic time the screen first satisfied ``ready``, screen)."""
     times, screen = _wait_stages(tmux, name, [ready], timeout)
     return times[0], screen
 
 
-def _wait_stages(tmux: Tmux, name: str, stages: Sequence[Callable[[str], bool]],
+def _wait_stages(tmux: TmuxServer, name: str, stages: Sequence[Callable[[str], bool]],
                  timeout: float) -> tuple[list[float], str]:
     """Poll the pane every 10 ms until every stage's test has passed; the monotonic time at
     which each first passed, and the last screen."""
@@ -233,12 +183,6 @@ def _write_settings(path: Path, model: Path, api_port: int | None) -> None:
                           api={"enabled": api_port is not None, "port": api_port or 11435})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Setup:
     work: Path
@@ -259,7 +203,7 @@ def _setup(work: Path) -> Setup:
     settings = work / "settings.toml"
     settings_api = work / "settings-api.toml"
     _write_settings(settings, model, None)
-    _write_settings(settings_api, model, _free_port())
+    _write_settings(settings_api, model, free_port())
     home = work / "home"
     (home / ".config" / "btop").mkdir(parents=True)
     (home / ".config" / "btop" / "btop.conf").write_text("update_ms = 1000\n", encoding="utf-8")
@@ -296,7 +240,7 @@ FIRST_FRAME_WHAT = {
 }
 
 
-def measure_first_frames(tmux: Tmux, setup: Setup, rounds: int, warm_round: bool) -> FirstFrame:
+def measure_first_frames(tmux: TmuxServer, setup: Setup, rounds: int, warm_round: bool) -> FirstFrame:
     py = shlex.quote(sys.executable)
     contenders: dict[str, tuple[str, list[Callable[[str], bool]]]] = {
         APP: (setup.app_command(), [_app_painted, _footer]),
@@ -375,7 +319,7 @@ class TraceFacts:
     stamps: list[tuple[float, str, str]]  # (seconds after start, package, thread)
 
 
-def trace_start(tmux: Tmux, setup: Setup) -> TraceFacts:
+def trace_start(tmux: TmuxServer, setup: Setup) -> TraceFacts:
     """One more start of the app, with first-import stamps; which packages came after the frame."""
     log = setup.work / "imports.log"
     command = "exec " + " ".join(map(shlex.quote, [
@@ -472,7 +416,7 @@ while True:
 """
 
 
-def _window(tmux: Tmux, setup: Setup, label: str, programs: Sequence[tuple[str, str]],
+def _window(tmux: TmuxServer, setup: Setup, label: str, programs: Sequence[tuple[str, str]],
             sessions: dict[str, str], seconds: float) -> IdleWindow:
     pids = {name: tmux.pane_pid(sessions[name]) for name, _ in programs}
     server = tmux.server_pid()
@@ -499,7 +443,7 @@ def _window(tmux: Tmux, setup: Setup, label: str, programs: Sequence[tuple[str, 
     return IdleWindow(label, out, (server1 - server0) / wall * 100, wall)
 
 
-def measure_idle(tmux: Tmux, setup: Setup, plan: Plan) -> list[IdleWindow]:
+def measure_idle(tmux: TmuxServer, setup: Setup, plan: Plan) -> list[IdleWindow]:
     """Every program open at once: a window with the machine as it is, then one with memory moving."""
     programs: list[tuple[str, str, str, Callable[[str], bool]]] = [
         (APP, "memory polled every 1 s (`poll_seconds = 1`), the chat input focused",
@@ -707,10 +651,10 @@ def run(quick: bool = False) -> str:
     started = time.perf_counter()
     load_before = common.machine_load()
     with common.work_folder("mlx-tui-costs-") as work:
-        tmux: Tmux | None = None
+        tmux: TmuxServer | None = None
         try:
             setup = _setup(work)
-            tmux = Tmux(setup.env)
+            tmux = TmuxServer(setup.env, SIZE, keeper=True, stem="mlx-tui-bench")
             ff = measure_first_frames(tmux, setup, plan.rounds, plan.warm_round)
             facts = measure_imports(plan.rounds)
             trace = trace_start(tmux, setup)

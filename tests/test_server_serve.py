@@ -15,7 +15,8 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from mlx_tui.core.settings import parse_settings, write_settings
+from mlx_tui.devtools.ports import free_port
+from mlx_tui.devtools.settings_files import write_isolated_settings
 
 MLX_TUI = str(Path(sys.executable).with_name("mlx-tui"))
 
@@ -27,17 +28,7 @@ def models(model_factory: Callable[..., Any]) -> dict[str, str]:
 
 def settings_file(folder: Path, models: dict[str, str], **sections: dict[str, Any]) -> Path:
     """A settings.toml that knows only ``models`` (no folder or Hugging Face scans)."""
-    data: dict[str, Any] = {"models": models, "catalog": {"dirs": [], "huggingface_cache": False},
-                            "cache": {"preload": []}, **sections}
-    path = folder / "settings.toml"
-    write_settings(parse_settings(data), path)
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return write_isolated_settings(folder / "settings.toml", models, **sections)
 
 
 def wait_for(check: Callable[[], bool], process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.core.settings import ApiSettings
+from mlx_tui.devtools.ports import free_port
 from mlx_tui.server.serve import ApiServer
 from mlx_tui.status import instance_url, run_status
 
@@ -83,9 +83,7 @@ def test_status_sends_the_api_key_of_the_settings(
 
 def test_status_without_an_instance_says_so_and_shows_local_models_and_memory(
         runtime: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens here
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     assert run_status(status_args(tmp_path, url)) == 1
     captured = capsys.readouterr()
     assert f"no mlx-tui instance answers at {url}" in captured.err

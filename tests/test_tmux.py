@@ -6,9 +6,7 @@ app gets the test's isolated config, data and Hugging Face folders on its comman
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,63 +14,18 @@ from typing import Callable, Iterator
 
 import pytest
 
-from mlx_tui.core.settings import write_settings
-
-from .conftest import make_settings
+from mlx_tui.devtools.settings_files import write_isolated_settings
+from mlx_tui.devtools.tmux import Terminal
 
 pytestmark = pytest.mark.tmux
 
 
-class Terminal:
-    """One tmux session of a given size on a private server."""
-
-    def __init__(self, tmp_path: Path, command: str, size: tuple[int, int] = (120, 40)) -> None:
-        self.socket = f"mlx-tui-test-{os.getpid()}"
-        self.width = size[0]
-        self._tmux("new-session", "-d", "-s", "app", "-x", str(size[0]), "-y", str(size[1]), command)
-
-    def _tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args],
-                              capture_output=True, text=True, timeout=10)
-        return done.stdout
-
-    def keys(self, *keys: str) -> None:
-        self._tmux("send-keys", "-t", "app", *keys)
-
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", "app")
-
-    def wait_for(self, text: str, timeout: float = 20.0, until_gone: str | None = None) -> str:
-        """The screen, once ``text`` is on it (and ``until_gone`` is not), drawn at the full
-        width (tmux may start a pane at 80x24 and resize it a moment later)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            lines = screen.splitlines()
-            if (text in screen and (until_gone is None or until_gone not in screen)
-                    and (not lines[0].strip() or len(lines[0]) == self.width or "EXIT=" in screen)):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared; the screen:\n{screen}")
-            time.sleep(0.05)
-
-    def bytes_written(self, seconds: float, out: Path) -> int:
-        """What the app writes to the terminal in ``seconds`` (tmux pipe-pane)."""
-        self._tmux("pipe-pane", "-o", "-t", "app", f"cat >> {shlex.quote(str(out))}")
-        time.sleep(seconds)
-        self._tmux("pipe-pane", "-t", "app")
-        return out.stat().st_size if out.exists() else 0
-
-    def close(self) -> None:
-        self._tmux("kill-server")
-
-
 @pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
+def terminal() -> Iterator[Callable[..., Terminal]]:
     made: list[Terminal] = []
 
-    def start(command: str) -> Terminal:
-        made.append(Terminal(tmp_path, command))
+    def start(command: str, size: tuple[int, int] = (120, 40)) -> Terminal:
+        made.append(Terminal(command, size))
         return made[-1]
 
     yield start
@@ -80,11 +33,11 @@ def terminal(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
         term.close()
 
 
-def test_chat_clean_up_and_quit_in_a_real_terminal(tmp_path: Path, terminal: Callable[[str], Terminal],
+def test_chat_clean_up_and_quit_in_a_real_terminal(tmp_path: Path, terminal: Callable[..., Terminal],
                                                    model_factory: Callable[..., Path]) -> None:
     settings = tmp_path / "settings.toml"
-    write_settings(make_settings({"tiny-a": str(model_factory("tiny-a", seed=1))},
-                                 cache={"policy": "frequency"}), settings)
+    write_isolated_settings(settings, {"tiny-a": str(model_factory("tiny-a", seed=1))},
+                            cache={"policy": "frequency"})
     env = {"XDG_CONFIG_HOME": tmp_path / "config", "XDG_DATA_HOME": tmp_path / "data",
            "HF_HOME": tmp_path / "hf", "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}
     app = " ".join([sys.executable, "-m", "mlx_tui.cli", "--settings", str(settings), "--db",

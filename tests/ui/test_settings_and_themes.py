@@ -11,24 +11,15 @@ from pathlib import Path
 import pytest
 
 from mlx_tui.core.memory import FixedMemoryProbe
-from mlx_tui.core.settings import read_settings, write_settings
+from mlx_tui.core.settings import read_settings
+from mlx_tui.devtools.ports import free_port
+from mlx_tui.devtools.settings_files import write_isolated_settings
 from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.screens.help import HelpScreen
 from mlx_tui.ui.screens.settings import SettingsScreen
 from mlx_tui.ui.widgets.chat import ChatInput
 
-from .conftest import make_settings
-from .test_ui_chat import select_row
-from .test_ui_support import (  # noqa: F401 - fixtures
-    make_app,
-    make_runtime,
-    tiny_models,
-    until,
-)
-
-
-def notes(app: MlxTuiApp) -> list[str]:
-    return [f"{n.title}: {n.message}" for n in app._notifications]
+from .helpers import notes, select_row, until
 
 
 def rewrite(path: Path, text: str) -> None:
@@ -39,7 +30,7 @@ def rewrite(path: Path, text: str) -> None:
 
 
 async def test_a_threshold_changed_in_the_settings_screen_moves_the_markers_and_the_file(
-        make_app, tmp_path: Path) -> None:  # noqa: F811
+        make_app, tmp_path: Path) -> None:
     app = make_app()
     settings_file = tmp_path / "settings.toml"
     async with app.run_test(size=(120, 40)) as pilot:
@@ -70,7 +61,7 @@ async def test_a_threshold_changed_in_the_settings_screen_moves_the_markers_and_
 
 
 async def test_editing_the_file_on_disk_moves_the_gauge_and_a_broken_file_is_reported(
-        make_app, tmp_path: Path, tiny_models) -> None:  # noqa: F811
+        make_app, tmp_path: Path, tiny_models) -> None:
     probe = FixedMemoryProbe(used_fraction=0.6)
     app = make_app(probe=probe, memory={"poll_seconds": 0.1})
     settings_file = tmp_path / "settings.toml"
@@ -93,7 +84,7 @@ async def test_editing_the_file_on_disk_moves_the_gauge_and_a_broken_file_is_rep
         await until(pilot, lambda: " 30% normal" in app.gauge.plain_lines()[0], what="the gauge")
 
 
-async def test_themes_from_settings_the_app_and_a_broken_file(make_app, tmp_path: Path) -> None:  # noqa: F811
+async def test_themes_from_settings_the_app_and_a_broken_file(make_app, tmp_path: Path) -> None:
     user_themes = tmp_path / "config" / "mlx-tui" / "themes"
     user_themes.mkdir(parents=True)
     (user_themes / "broken.toml").write_text('name = "broken"\nprimary = 12\n', encoding="utf-8")
@@ -119,7 +110,7 @@ async def test_themes_from_settings_the_app_and_a_broken_file(make_app, tmp_path
         assert read_settings(settings_file).ui.theme == "mine"
 
 
-async def test_keys_are_remapped_from_settings_and_the_help_shows_them(make_app) -> None:  # noqa: F811
+async def test_keys_are_remapped_from_settings_and_the_help_shows_them(make_app) -> None:
     app = make_app(ui={"keys": {"evict": "d", "send": "ctrl+j", "newline": "enter",
                                 "no-such-action": "z"}})
     async with app.run_test(size=(120, 40)) as pilot:
@@ -154,16 +145,10 @@ async def test_keys_are_remapped_from_settings_and_the_help_shows_them(make_app)
                     what="the remapped eviction")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("case", ["serving", "port taken", "module missing"])
 async def test_the_api_address_or_why_it_is_off(make_runtime, tiny_models, case: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    port = _free_port()
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
     runtime = make_runtime(tiny_models, api={"port": port})
     blocker = socket.socket()
     if case == "port taken":
@@ -188,9 +173,9 @@ async def test_the_api_address_or_why_it_is_off(make_runtime, tiny_models, case:
 
 
 async def test_settings_with_a_bad_file_at_start_are_reported(make_runtime, tiny_models,
-                                                              tmp_path: Path) -> None:  # noqa: F811
+                                                              tmp_path: Path) -> None:
     runtime = make_runtime(tiny_models)
-    write_settings(make_settings(tiny_models), tmp_path / "settings.toml")
+    write_isolated_settings(tmp_path / "settings.toml", tiny_models)
     rewrite(tmp_path / "settings.toml", "[memory\n")
     runtime.settings_store.reload_if_changed()
     app = MlxTuiApp(runtime, model="tiny-a", api=False)

@@ -17,14 +17,14 @@ import pytest
 
 from mlx_tui.ui.app import MlxTuiApp
 
-from .test_ui_support import QUICK, StillProbe, make_runtime  # noqa: F401 - fixtures
+from .helpers import QUICK, StillProbe
 
 NOON = time.mktime((2026, 1, 26, 12, 0, 0, 0, 0, -1))
 
 
 @pytest.mark.parametrize("theme", ["mlx-dark", "mlx-light"])
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
-def test_main_screen(snap_compare, make_runtime, model_factory: Callable[..., Path],  # noqa: F811
+def test_main_screen(snap_compare, make_runtime, model_factory: Callable[..., Path],
                      theme: str, size: tuple[int, int]) -> None:
     runtime = make_runtime(
         {"demo": str(model_factory("tiny-a", seed=1)), "tiny-b": str(model_factory("tiny-b", seed=2)),

@@ -10,15 +10,14 @@ from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.screens.confirm import ConfirmScreen
 from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable
 
-from .test_ui_chat import focus_table, select_row
-from .test_ui_support import make_app, make_runtime, tiny_models, type_text, until  # noqa: F401
+from .helpers import focus_table, select_row, type_text, until
 
 
 def state(app: MlxTuiApp, name: str) -> str:
     return app.table.row_text(name)["state"]
 
 
-async def test_preload_pin_and_evict_from_the_table(make_app) -> None:  # noqa: F811
+async def test_preload_pin_and_evict_from_the_table(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         assert set(app.table.order()) >= {"tiny-a", "tiny-b"}
@@ -61,7 +60,7 @@ async def test_preload_pin_and_evict_from_the_table(make_app) -> None:  # noqa: 
             assert expected in log, log
 
 
-async def test_clean_ups_from_the_table(make_app) -> None:  # noqa: F811
+async def test_clean_ups_from_the_table(make_app) -> None:
     app = make_app(memory={"keep_on_cleanup": 1}, cache={"policy": "frequency"})
     async with app.run_test(size=(120, 40)) as pilot:
         cache = app.runtime.cache
@@ -111,7 +110,7 @@ def _sort_value(column: str, text: str) -> object:
 
 
 async def test_sort_by_every_column_with_keys_and_clicks(
-        make_runtime, tiny_models, model_factory: Callable[..., object]) -> None:  # noqa: F811
+        make_runtime, tiny_models, model_factory: Callable[..., object]) -> None:
     models = {**tiny_models, "tiny-wide": str(model_factory("tiny-wide", hidden_size=128, seed=3)),
               "not-here": "mlx-community/not-downloaded-4bit"}
     runtime = make_runtime(models, cache={"policy": "frequency"})
@@ -149,7 +148,7 @@ async def test_sort_by_every_column_with_keys_and_clicks(
         assert format_bytes(cache.get("tiny-wide").resident_bytes) == table.row_text("tiny-wide")["size"]
 
 
-async def test_table_actions_are_in_the_command_palette(make_app) -> None:  # noqa: F811
+async def test_table_actions_are_in_the_command_palette(make_app) -> None:
     from textual.command import CommandList
 
     app = make_app()

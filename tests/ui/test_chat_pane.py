@@ -7,22 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from .test_ui_support import (  # noqa: F401 - fixtures
-    GatedLoader,
-    make_app,
-    make_runtime,
-    reply_done,
-    tiny_models,
-    type_text,
-    until,
-)
 from textual.widgets import Markdown
 
 from mlx_tui.devtools.modelgen import corrupt_model
 from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.widgets import chat as chat_widgets
 from mlx_tui.ui.widgets.chat import ChatInput, ReplyView
-from mlx_tui.ui.widgets.models_table import ModelsTable
+
+from .helpers import QUICK, GatedLoader, reply_done, select_row, type_text, until
 
 STATS = re.compile(r"^\d+ tokens · [\d.]+ tok/s · TTFT [\d.]+ s · ")
 
@@ -31,26 +23,9 @@ def replies(app: MlxTuiApp) -> list[ReplyView]:
     return list(app.query(ReplyView))
 
 
-async def focus_table(pilot, app: MlxTuiApp) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(4):
-        if isinstance(app.focused, ModelsTable):
-            return
-        await pilot.press("shift+tab")
-    assert isinstance(app.focused, ModelsTable)
-
-
-async def select_row(pilot, app: MlxTuiApp, name: str) -> None:  # type: ignore[no-untyped-def]
-    await focus_table(pilot, app)
-    await pilot.press(*["up"] * len(app.table.order()))
-    for _ in range(len(app.table.order())):
-        if app.table.selected == name:
-            return
-        await pilot.press("down")
-    assert app.table.selected == name
-
 
 async def test_a_message_gets_a_streamed_reply_with_its_figures(
-        make_app, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        make_app, monkeypatch: pytest.MonkeyPatch) -> None:
     pieces: list[str] = []
     original = ReplyView.append
 
@@ -94,7 +69,7 @@ async def test_a_message_gets_a_streamed_reply_with_its_figures(
         assert app.clipboard == saved[3].content
 
 
-async def test_chats_are_saved_and_reopened_with_their_options(make_app) -> None:  # noqa: F811
+async def test_chats_are_saved_and_reopened_with_their_options(make_app) -> None:
     app = make_app(model="tiny-a")
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("ctrl+t")
@@ -130,7 +105,7 @@ async def test_chats_are_saved_and_reopened_with_their_options(make_app) -> None
         assert str(reopened.query_one(".stats").render()) == stats
 
 
-async def test_esc_stops_a_long_reply(make_app) -> None:  # noqa: F811
+async def test_esc_stops_a_long_reply(make_app) -> None:
     from mlx_tui.core.chat import GenerationParams
 
     app = make_app(model="tiny-a", params=GenerationParams(max_tokens=5000, seed=0))
@@ -146,11 +121,9 @@ async def test_esc_stops_a_long_reply(make_app) -> None:  # noqa: F811
         assert int(stats.split()[0]) < 5000
 
 
-async def test_a_second_model_answers_while_the_first_still_loads(make_runtime, tiny_models) -> None:  # noqa: F811
+async def test_a_second_model_answers_while_the_first_still_loads(make_runtime, tiny_models) -> None:
     loader = GatedLoader("tiny-a")
     runtime = make_runtime(tiny_models, loader=loader)
-    from .test_ui_support import QUICK
-
     app = MlxTuiApp(runtime, model="tiny-a", api=False, params=QUICK)
     async with app.run_test(size=(120, 40)) as pilot:
         await type_text(pilot, "slow one")
@@ -190,7 +163,7 @@ async def test_a_second_model_answers_while_the_first_still_loads(make_runtime, 
 
 
 async def test_a_broken_model_shows_its_error_and_the_app_goes_on(
-        make_app, tiny_models, fresh_model: Callable[[str], Path]) -> None:  # noqa: F811
+        make_app, tiny_models, fresh_model: Callable[[str], Path]) -> None:
     broken = fresh_model("broken")
     corrupt_model(broken, "missing_weights")
     app = make_app(model="broken", models={**tiny_models, "broken": str(broken)})
@@ -213,9 +186,7 @@ async def test_a_broken_model_shows_its_error_and_the_app_goes_on(
         assert STATS.match(str(replies(app)[-1].query_one(".stats").render()))
 
 
-async def test_esc_during_the_load_stops_the_reply_not_the_load(make_runtime, tiny_models) -> None:  # noqa: F811
-    from .test_ui_support import QUICK
-
+async def test_esc_during_the_load_stops_the_reply_not_the_load(make_runtime, tiny_models) -> None:
     loader = GatedLoader("tiny-a")
     app = MlxTuiApp(make_runtime(tiny_models, loader=loader), model="tiny-a", api=False,
                     params=QUICK)

@@ -1,0 +1,1 @@
+"""Stories of the Textual app, driven with Textual's Pilot over tiny real MLX models."""
