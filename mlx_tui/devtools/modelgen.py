@@ -5,7 +5,8 @@ demo model or trained on text that ships with Python, and the weights are
 random (with a fixed seed), so a model of any size can be built in seconds.
 
 Every folder written here loads with the real ``mlx_lm.load`` as a ``llama``
-model, the same way a model from the Hugging Face cache does.
+(or, when asked, ``qwen2``) model, the same way a model from the Hugging Face
+cache does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten
 
 __all__ = [
+    "Architecture",
     "CHAT_TEMPLATE",
     "CORRUPTIONS",
     "DEMO_MODEL_DIR",
@@ -61,6 +63,9 @@ DEFAULT_SHARD_BYTES: Final = 512 * 1024**2
 _MAX_LAYERS: Final = 32
 _HIDDEN_LADDER: Final = (64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 _DTYPES: Final = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+
+Architecture = Literal["llama", "qwen2"]
+_ARCHITECTURES: Final[tuple[str, ...]] = get_args(Architecture)
 
 Corruption = Literal["no_config", "bad_safetensors", "bad_arch", "missing_weights"]
 CORRUPTIONS: Final[tuple[str, ...]] = get_args(Corruption)
@@ -280,6 +285,9 @@ def write_random_model(
     seed: int = 0,
     target_bytes: int | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    architecture: Architecture = "llama",
+    tie_word_embeddings: bool = True,
+    weight_scale: float = 1.0,
 ) -> Path:
     """Write a complete ``mlx_lm`` llama model folder with random weights; return ``dest``.
 
@@ -291,6 +299,13 @@ def write_random_model(
     seconds, holding about one shard in memory). The defaults give a ~560 KB
     float32 model. Weights depend only on the shape and ``seed`` (this seeds
     MLX's global random generator).
+
+    ``architecture="qwen2"`` writes the same shape as a ``qwen2`` model (llama plus
+    attention biases), which mlx-lm can split by layers across machines (pipeline
+    parallel; its llama cannot). Random weights with a tied head mostly repeat the
+    last token; ``tie_word_embeddings=False`` with ``weight_scale`` around 3 (the
+    layers' matrices multiplied by it) gives replies whose every token depends on
+    the context, which a test comparing two ways of generating needs.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
@@ -314,11 +329,21 @@ def write_random_model(
     if target_bytes is not None:
         shape = _shape_for_bytes(target_bytes, vocab, _DTYPES[dtype].size)
     config = llama_config(**shape, vocab_size=vocab, dtype=dtype)
+    if architecture not in _ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {sorted(_ARCHITECTURES)}, not {architecture!r}")
+    if architecture == "qwen2":
+        from mlx_lm.models.qwen2 import Model, ModelArgs  # type: ignore[assignment]
+
+        config.update(model_type="qwen2", architectures=["Qwen2ForCausalLM"])
+    config["tie_word_embeddings"] = tie_word_embeddings
 
     mx.random.seed(seed)
     model = Model(ModelArgs.from_dict(config))
     model.set_dtype(_DTYPES[dtype])
     weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
+    if weight_scale != 1.0:
+        weights = [(k, v * weight_scale if v.ndim == 2 and "embed_tokens" not in k else v)
+                   for k, v in weights]
     del model  # the lazy parameters now live only in ``weights``, freed shard by shard
     save_weights(dest, weights, max_shard_bytes=max_shard_bytes)
     write_config(dest, config)
