@@ -245,14 +245,23 @@ def _parameter_count(
     return vocab * hidden + layers * per_layer + hidden
 
 
-def _shape_for_bytes(target_bytes: int, vocab: int, itemsize: int) -> dict[str, int]:
+def _bytes_per_weight(itemsize: int, bits: int | None, group_size: int) -> float:
+    """Bytes one weight takes: ``itemsize``, or when quantized ``bits / 8`` plus its share of
+    its group's scale and bias (two values of ``itemsize`` per ``group_size`` weights)."""
+    return itemsize if bits is None else bits / 8 + 2 * itemsize / group_size
+
+
+def _shape_for_bytes(
+    target_bytes: int, vocab: int, itemsize: float, multiple: int = 8
+) -> dict[str, int]:
     """Pick a llama shape whose weights take about ``target_bytes``.
 
     Takes the smallest hidden size (from a ladder of common widths) that needs
     at most 32 layers at an MLP width of ``2 * hidden``, then tunes the MLP
-    width so the total lands within a fraction of a percent of the target.
+    width (a multiple of ``multiple``: a quantization group divides every
+    matrix row) so the total lands within a fraction of a percent of the target.
     """
-    budget = target_bytes // itemsize
+    budget = int(target_bytes // itemsize)
     for hidden in _HIDDEN_LADDER:
         heads = hidden // (32 if hidden < 512 else 64)
         kv_heads = max(1, heads // 2)
@@ -262,7 +271,8 @@ def _shape_for_bytes(target_bytes: int, vocab: int, itemsize: int) -> dict[str, 
         if layers <= _MAX_LAYERS:
             break
     without_mlp = _parameter_count(vocab, hidden, layers, 0, heads, kv_heads)
-    intermediate = max(8, round((budget - without_mlp) / (3 * hidden * layers) / 8) * 8)
+    width = (budget - without_mlp) / (3 * hidden * layers)
+    intermediate = max(multiple, round(width / multiple) * multiple)
     return {
         "hidden_size": hidden,
         "num_hidden_layers": layers,
@@ -288,6 +298,8 @@ def write_random_model(
     architecture: Architecture = "llama",
     tie_word_embeddings: bool = True,
     weight_scale: float = 1.0,
+    quantize_bits: int | None = None,
+    quantize_group_size: int = 64,
 ) -> Path:
     """Write a complete ``mlx_lm`` llama model folder with random weights; return ``dest``.
 
@@ -306,9 +318,18 @@ def write_random_model(
     last token; ``tie_word_embeddings=False`` with ``weight_scale`` around 3 (the
     layers' matrices multiplied by it) gives replies whose every token depends on
     the context, which a test comparing two ways of generating needs.
+
+    With ``quantize_bits`` (2, 3, 4, 6 or 8) the model is quantized with
+    ``mlx.nn.quantize`` (``quantize_group_size`` weights per scale and bias, kept
+    in ``dtype``) and ``config.json`` gets the ``quantization`` entry mlx-lm
+    reads, like an ``mlx-community`` 4-bit model; ``target_bytes`` then counts
+    the quantized size. Quantization stays lazy, so even a 20 GB model is built
+    holding about one shard in memory.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}")
+    if quantize_bits is not None and weight_scale != 1.0:
+        raise ValueError("weight_scale scales float weights; it cannot be combined with quantize_bits")
     from mlx_lm.models.llama import Model, ModelArgs
 
     write_tokenizer(dest)
@@ -327,7 +348,9 @@ def write_random_model(
         "num_key_value_heads": num_key_value_heads,
     }
     if target_bytes is not None:
-        shape = _shape_for_bytes(target_bytes, vocab, _DTYPES[dtype].size)
+        itemsize = _bytes_per_weight(_DTYPES[dtype].size, quantize_bits, quantize_group_size)
+        multiple = 8 if quantize_bits is None else quantize_group_size
+        shape = _shape_for_bytes(target_bytes, vocab, itemsize, multiple)
     config = llama_config(**shape, vocab_size=vocab, dtype=dtype)
     if architecture not in _ARCHITECTURES:
         raise ValueError(f"architecture must be one of {sorted(_ARCHITECTURES)}, not {architecture!r}")
@@ -340,6 +363,11 @@ def write_random_model(
     mx.random.seed(seed)
     model = Model(ModelArgs.from_dict(config))
     model.set_dtype(_DTYPES[dtype])
+    if quantize_bits is not None:
+        import mlx.nn as nn
+
+        nn.quantize(model, group_size=quantize_group_size, bits=quantize_bits)
+        config["quantization"] = {"group_size": quantize_group_size, "bits": quantize_bits}
     weights = cast(list[tuple[str, mx.array]], tree_flatten(model.parameters()))
     if weight_scale != 1.0:
         weights = [(k, v * weight_scale if v.ndim == 2 and "embed_tokens" not in k else v)
