@@ -428,7 +428,7 @@ def test_malformed_bodies_are_400_with_a_message(
     ]
     for path, body in [("/v1/chat/completions", b) for b in chat_bodies] + script_bodies:
         sent = {"content": body} if isinstance(body, bytes) else {"json": body}
-        response = client.post(path, **sent)
+        response = client.post(path, headers={"Content-Type": "application/json"}, **sent)
         assert response.status_code == 400, (path, body, response.text)
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error" and error["message"], (path, body)
@@ -453,7 +453,7 @@ def test_unknown_models_are_404_on_every_endpoint(
         assert "alpha" in error["message"]  # the message lists what is known
 
 
-def test_a_model_that_cannot_fit_is_507_with_the_figures(
+def test_a_model_that_cannot_fit_is_422_with_the_figures(
         runtime_factory: Callable[..., Runtime], models: dict[str, str], serve: Serve) -> None:
     probe = FixedMemoryProbe(total_bytes=600_000, used_fraction=0.5)  # the model is 545 KB
     _, client = serve(runtime_factory(models, probe=probe))
@@ -463,7 +463,7 @@ def test_a_model_that_cannot_fit_is_507_with_the_figures(
         client.post("/models/load", json={"model": "alpha"}),
     ]
     for response in answers:
-        assert response.status_code == 507, response.text
+        assert response.status_code == 422, response.text  # not 5xx: clients would retry it
         assert response.headers["content-type"] == "application/json"
         error = response.json()["error"]
         assert error["type"] == "model_too_large"
@@ -472,14 +472,14 @@ def test_a_model_that_cannot_fit_is_507_with_the_figures(
     assert by_name(client.get("/").json())["alpha"]["state"] == "failed"
 
 
-def test_a_failed_load_is_500_with_the_reason_and_no_stack_trace(
+def test_a_failed_load_is_422_with_the_reason_and_no_stack_trace(
         runtime_factory: Callable[..., Runtime], serve: Serve,
         fresh_model: Callable[[str], Any]) -> None:
     broken = fresh_model("broken")
     corrupt_model(broken, "missing_weights")
     _, client = serve(runtime_factory({"broken": str(broken)}))
     for response in (chat(client, "broken"), client.post("/models/load", json={"model": "broken"})):
-        assert response.status_code == 500, response.text
+        assert response.status_code == 422, response.text  # not 5xx: clients would retry it
         error = response.json()["error"]
         assert error["type"] == "model_load_failed"
         assert error["message"].startswith("broken: ") and "weights" in error["message"]

@@ -6,13 +6,14 @@ awaited through their futures without holding a thread, and each chat reply is g
 its own thread (:mod:`.streaming`).
 
 Routes: ``GET /`` and ``GET /health`` (the seed's ``cached_models``), ``GET /v1/models``,
-``POST /v1/chat/completions``, and ``POST /models/load|evict|pin|cleanup`` for scripts.
+``POST /v1/chat/completions``, and ``POST /models/load|evict|pin|cleanup`` for scripts. Every
+request first passes :class:`~.security.ApiGuard` (Host, Origin and CORS, the key, body type
+and size, ``Connection: close`` on 5xx).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -25,49 +26,22 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core.cache import ModelCache, ModelView
 from ..core.catalog import UnknownModel
+from ..core.errors import ModelBusy, RequestRejected
 from ..core.loader import ModelLoadError
 from ..core.runtime import Runtime
-from .bodies import flag, json_body, model_name
+from .bodies import check_model_name, flag, json_body, model_name, parsed
 from .documents import health_document, model_document
 from .errors import ApiError, as_api_error, bad_request
 from .openai import ChatRequest, Reply, model_object
+from .security import ApiGuard
 from .streaming import Generation, Generations, cancel_on_disconnect
 
-__all__ = ["create_app", "OPEN_PATHS"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("mlx_tui.server")
-
-OPEN_PATHS = frozenset({"/health"})
-"""Paths that answer without the API key (with the status only, no model names)."""
-
-
-class BearerAuth:
-    """ASGI middleware: with an API key set, every request needs ``Authorization: Bearer KEY``.
-
-    ``/health`` still answers without it, with ``status`` alone, for liveness probes.
-    """
-
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {api_key}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            got = dict(scope["headers"]).get(b"authorization", b"")
-            authorized = hmac.compare_digest(got, self._expected)
-            scope.setdefault("state", {})["authorized"] = authorized
-            if not authorized and scope["path"] not in OPEN_PATHS:
-                message = ("this mlx-tui API needs a key: send 'Authorization: Bearer KEY' "
-                           "with the [api].api_key of its settings.toml")
-                error = ApiError(401, "authentication_error", message,
-                                 headers={"WWW-Authenticate": "Bearer"})
-                await error.response()(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _cache(request: Request) -> ModelCache:
@@ -111,12 +85,12 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    name = request.path_params["name"]
+    name = check_model_name(request.path_params["name"], "the model in the path")
     return JSONResponse(await run_in_threadpool(_one_model, _cache(request), name))
 
 
 async def chat_completions(request: Request) -> Response:
-    chat = ChatRequest.parse(await json_body(request))
+    chat = parsed(ChatRequest.parse, await json_body(request))
     generation = Generation(request.app.state.runtime.chat, chat, request.app.state.generations)
     reply = Reply(chat.model)
     try:
@@ -229,7 +203,8 @@ async def _error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
-    """The API over ``runtime``; with ``api_key`` every route but ``/health`` needs it."""
+    """The API over ``runtime``; with ``api_key`` (or ``[api].api_key``) every route but
+    ``/health`` needs it. ``[api]`` is read on each request (:mod:`.security`)."""
     app = Starlette(
         routes=[
             Route("/", health, methods=["GET"]),
@@ -247,11 +222,13 @@ def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
             HTTPException: _error,
             UnknownModel: _error,
             ModelLoadError: _error,  # ModelTooLarge too: a subclass
-            Exception: _error,  # unexpected: a JSON 500, the traceback only in the log
+            RequestRejected: _error,  # too large, unsupported
+            ModelBusy: _error,
+            # Anything else reaches ApiGuard: a JSON 500 with Connection: close, traceback logged.
         },
     )
     app.state.runtime = runtime
     app.state.generations = Generations()
-    if api_key:
-        app.add_middleware(BearerAuth, api_key=api_key)
+    app.add_middleware(ApiGuard, settings=lambda: runtime.settings_store.settings.api,
+                       api_key=api_key)
     return app
