@@ -1,6 +1,9 @@
 """Entry point: ``mlx-tui`` (the app), ``mlx-tui serve`` (headless API), ``mlx-tui status``.
 
-Imports stay lazy: the app's first frame must not wait for ``mlx_lm`` or the server stack.
+The options every command takes (``--settings``, ``--db``, ``--log-file``) and the app's own
+(``--model``, ``--no-api``) are accepted before or after the command: ``mlx-tui --settings X
+serve`` and ``mlx-tui serve --settings X`` are the same. Imports stay lazy: the app's first
+frame must not wait for ``mlx_lm`` or the server stack.
 """
 
 from __future__ import annotations
@@ -10,34 +13,83 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+from . import __version__
+
+__all__ = ["main", "build_parser", "port_number"]
+
+NEEDS_A_TERMINAL = (
+    "mlx-tui: the app needs a terminal, and {what} is not one; run it in a terminal, or "
+    "run `mlx-tui serve` for the HTTP API alone"
+)
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port 1-65535, checked as ``[api].port`` is."""
+    from .core.settings import SettingsError, check_port
+
+    try:
+        return check_port("--port", int(text))
+    except ValueError as exc:  # SettingsError is a ValueError too
+        problem = exc.problem if isinstance(exc, SettingsError) else f"must be a port number 1-65535, got {text!r}"
+        raise argparse.ArgumentTypeError(problem) from None
+
+
+def _common_options(app: bool) -> argparse.ArgumentParser:
+    """The options of every command (and, with ``app``, the app's), for use before or after
+    the command. Defaults are set once in :func:`_defaults`, so a value given before the
+    command is not reset by the command's parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    quiet = argparse.SUPPRESS
+    common.add_argument("--settings", type=Path, default=quiet,
+                        help="settings file (default: ./settings.toml, then "
+                             "$XDG_CONFIG_HOME/mlx-tui/settings.toml)")
+    common.add_argument("--db", type=Path, default=quiet,
+                        help="SQLite file for conversations and usage statistics")
+    common.add_argument("--log-file", type=Path, default=quiet,
+                        help="also write every load, eviction and refusal here")
+    if app:
+        common.add_argument("--model", default=quiet,
+                            help="model to chat with first (alias, folder name or path)")
+        common.add_argument("--no-api", action="store_true", default=quiet,
+                            help="do not start the HTTP API from the app")
+    return common
+
+
+_DEFAULTS = {"settings": None, "db": None, "log_file": None, "model": None, "no_api": False,
+             "command": None}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    with_app, without_app = _common_options(app=True), _common_options(app=False)
     parser = argparse.ArgumentParser(
-        prog="mlx-tui",
+        prog="mlx-tui", parents=[with_app],
         description="Keep the right MLX models loaded: a dashboard, a chat, and an HTTP API.",
     )
-    parser.add_argument("--settings", type=Path, default=None,
-                        help="settings file (default: ./settings.toml, then "
-                             "$XDG_CONFIG_HOME/mlx-tui/settings.toml)")
-    parser.add_argument("--db", type=Path, default=None,
-                        help="SQLite file for conversations and usage statistics")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="also write every load, eviction and refusal here")
-    sub = parser.add_subparsers(dest="command")
-    app = sub.add_parser("app", help="the terminal app (the default)")
-    serve = sub.add_parser("serve", help="run the HTTP API without a terminal")
-    for p in (parser, app):
-        p.add_argument("--model", default=None, help="model to chat with first (name or folder)")
-        p.add_argument("--no-api", action="store_true", help="do not start the HTTP API")
-    for p in (serve,):
-        p.add_argument("--host", default=None, help="bind address (default from settings)")
-        p.add_argument("--port", type=int, default=None, help="port (default from settings)")
-    status = sub.add_parser("status", help="models of a running instance, like `ollama ps`")
+    parser.add_argument("--version", action="version", version=f"mlx-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{app,serve,status}")
+    sub.add_parser("app", parents=[with_app], help="the terminal app (the default)")
+    serve = sub.add_parser("serve", parents=[without_app],
+                           help="run the HTTP API without a terminal")
+    serve.add_argument("--host", default=None, help="bind address (default from settings)")
+    serve.add_argument("--port", type=port_number, default=None,
+                       help="port (default from settings)")
+    status = sub.add_parser("status", parents=[without_app],
+                            help="models of a running instance, like `ollama ps`")
     status.add_argument("--json", action="store_true", help="print the JSON of GET /")
-    status.add_argument("--url", default=None, help="instance address (default from settings)")
+    status.add_argument("--url", default=None,
+                        help="instance address, e.g. 127.0.0.1:11435 (default from settings)")
+    status.add_argument("--port", type=port_number, default=None,
+                        help="port of an instance on [api].host (default [api].port)")
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a namespace with every option present (defaults filled in)."""
+    args = build_parser().parse_args(argv)
+    for key, value in _DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, value)
+    return args
 
 
 def _setup_logging(log_file: Path | None, to_stderr: bool) -> None:
@@ -61,12 +113,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     command = args.command or "app"
     if command == "status":
         from .status import run_status
 
         return run_status(args)
+    if command == "app":
+        for what, stream in (("standard input", sys.stdin), ("standard output", sys.stdout)):
+            if stream is None or not stream.isatty():
+                print(NEEDS_A_TERMINAL.format(what=what), file=sys.stderr)
+                return 2
     _setup_logging(args.log_file, to_stderr=(command == "serve"))
     if command == "serve":
         from .server.serve import run_serve

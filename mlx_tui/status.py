@@ -1,6 +1,7 @@
 """``mlx-tui status``: the cached models of a running instance, like ``ollama ps``.
 
-Reads ``GET /`` of the instance (the address from ``--url`` or ``[api]`` of the settings) and
+Reads ``GET /`` of the instance (the address from ``--url``, or ``[api]`` of the settings with
+``--port`` instead of its port when given; ``--url 127.0.0.1:9999`` needs no ``http://``) and
 prints the loaded models with their use counts and load times, and memory against the
 thresholds; ``--json`` prints the document as it came. When no instance answers it says so,
 with the address tried, exits 1, and still shows what this machine has: the models the local
@@ -23,17 +24,25 @@ from .core.planner import Thresholds
 from .core.settings import ApiSettings, Settings, SettingsStore, find_settings_path
 from .core.units import format_bytes
 from .server.documents import memory_document
+from .server.serve import api_url
 
-__all__ = ["run_status", "instance_url"]
+__all__ = ["run_status", "instance_url", "normalise_url"]
 
 TIMEOUT_SECONDS = 3.0
 
 
-def instance_url(api: ApiSettings) -> str:
-    """Where an instance started with these settings answers (a wildcard bind: loopback)."""
-    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(api.host, api.host)
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{api.port}"
+def instance_url(api: ApiSettings, port: int | None = None) -> str:
+    """Where an instance started with these settings answers (a wildcard bind: loopback);
+    ``port`` instead of ``[api].port`` when given."""
+    return api_url(api.host, api.port if port is None else port, connectable=True)
+
+
+def normalise_url(url: str) -> str:
+    """``127.0.0.1:9999`` -> ``http://127.0.0.1:9999``; no trailing ``/``."""
+    url = url.strip()
+    if "://" not in url:
+        url = f"http://{url}"
+    return url.rstrip("/")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
@@ -136,7 +145,7 @@ def run_status(args: argparse.Namespace) -> int:
     if store.error is not None:
         print(f"mlx-tui status: {store.error}; using defaults", file=sys.stderr)
     settings = store.settings
-    url = (args.url or instance_url(settings.api)).rstrip("/")
+    url = normalise_url(args.url) if args.url else instance_url(settings.api, getattr(args, "port", None))
     headers = {"Authorization": f"Bearer {settings.api.api_key}"} if settings.api.api_key else {}
     try:
         # trust_env=False: a proxy from the environment must not stand between us and localhost

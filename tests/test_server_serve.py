@@ -99,11 +99,13 @@ def test_serve_on_a_taken_port_exits_2_with_a_clear_message(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [MLX_TUI, "--settings", str(settings), "--db", str(tmp_path / "serve.db"),
-             "serve", "--port", str(port)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run(  # the common options after the command work too
+            [MLX_TUI, "serve", "--settings", str(settings), "--db", str(tmp_path / "serve.db"),
+             "--port", str(port)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert f"port {port} on 127.0.0.1 is in use (another mlx-tui or Ollama?)" in done.stderr
+    assert "--port or [api].port" in done.stderr
+    assert "without the API" not in done.stderr, "serve is the API: running without it is no advice"
     assert "Traceback" not in done.stderr
 
 
@@ -116,3 +118,32 @@ def test_serve_beyond_loopback_without_a_key_exits_2(tmp_path: Path, models: dic
     assert done.returncode == 2
     assert "without an API key" in done.stderr and "[api].api_key" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_on_a_port_that_is_not_one_exits_2_naming_the_port(
+        tmp_path: Path, models: dict[str, str], port: str) -> None:
+    settings = settings_file(tmp_path, models)
+    done = subprocess.run([MLX_TUI, "serve", "--settings", str(settings), "--port", port],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert f"argument --port: must be a port number 1-65535, got {port}" in done.stderr
+    assert "host" not in done.stderr.split("error:")[1] and "Traceback" not in done.stderr
+
+
+def test_the_app_and_serve_start_the_api_the_same_way(
+        runtime_factory: Callable[..., Any], models: dict[str, str]) -> None:
+    from mlx_tui.server.serve import ApiServerError, api_url, start_api
+
+    port = free_port()
+    runtime = runtime_factory(models, api={"port": port})
+    server = start_api(runtime)
+    try:
+        assert server.url == api_url("127.0.0.1", port) == f"http://127.0.0.1:{port}"
+        assert health(server.url) is not None
+        with pytest.raises(ApiServerError, match=f"port {port} on 127.0.0.1 is in use"):
+            start_api(runtime)
+    finally:
+        server.stop()
+    assert api_url("0.0.0.0", 8080, connectable=True) == "http://127.0.0.1:8080"
+    assert api_url("::", 8080) == "http://[::]:8080"

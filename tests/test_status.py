@@ -29,8 +29,10 @@ def runtime(runtime_factory: Callable[..., Runtime], model_factory: Callable[...
     })
 
 
-def status_args(tmp_path: Path, url: str | None, as_json: bool = False) -> argparse.Namespace:
-    return argparse.Namespace(settings=tmp_path / "settings.toml", db=None, url=url, json=as_json)
+def status_args(tmp_path: Path, url: str | None, as_json: bool = False,
+                port: int | None = None) -> argparse.Namespace:
+    return argparse.Namespace(settings=tmp_path / "settings.toml", db=None, url=url, json=as_json,
+                              port=port)
 
 
 def use(url: str, model: str, times: int, headers: dict[str, str] | None = None) -> None:
@@ -129,3 +131,22 @@ def test_instance_url_reaches_a_wildcard_bind_through_loopback() -> None:
     assert instance_url(ApiSettings()) == "http://127.0.0.1:11435"
     assert instance_url(ApiSettings(host="0.0.0.0", port=8080)) == "http://127.0.0.1:8080"
     assert instance_url(ApiSettings(host="::", port=8080)) == "http://[::1]:8080"
+
+
+def test_status_finds_an_instance_by_address_without_http_or_by_port(
+        runtime: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ApiServer(runtime, "127.0.0.1", 0) as server:
+        use(server.url, "alpha", 1)
+        assert run_status(status_args(tmp_path, f"127.0.0.1:{server.port}")) == 0
+        assert capsys.readouterr().out.startswith(f"mlx-tui 0.1.0 at {server.url}: ")
+        assert run_status(status_args(tmp_path, None, port=server.port)) == 0
+        assert capsys.readouterr().out.startswith(f"mlx-tui 0.1.0 at {server.url}: ")
+
+
+def test_status_on_the_command_line_takes_its_options_after_the_command(
+        runtime: Runtime, tmp_path: Path) -> None:
+    from mlx_tui.cli import main
+
+    with ApiServer(runtime, "127.0.0.1", 0) as server:
+        assert main(["status", "--settings", str(tmp_path / "settings.toml"),
+                     "--url", f"127.0.0.1:{server.port}"]) == 0

@@ -1,8 +1,12 @@
-"""Running the API: :class:`ApiServer` (uvicorn in a daemon thread, for the app and tests) and
-:func:`run_serve` (``mlx-tui serve``: the same server in the foreground until SIGTERM/SIGINT).
+"""Running the API: :func:`start_api` is the one way to start it (the app does, and
+:func:`run_serve`, ``mlx-tui serve``, which keeps it in the foreground until SIGTERM/SIGINT);
+:class:`ApiServer` is uvicorn in a daemon thread; :func:`api_url` is how an address is
+written (``mlx-tui status`` uses it too).
 
 The socket is bound before uvicorn starts, so a taken port is a :class:`PortInUse` raised by
 :meth:`ApiServer.start` in the caller's thread, not a log line in a background thread.
+uvicorn and Starlette are imported when a server is built, not with this module, so
+``mlx-tui status`` can use :func:`api_url` without loading the server stack.
 """
 
 from __future__ import annotations
@@ -16,13 +20,15 @@ import socket
 import sys
 import threading
 import time
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from ..core.runtime import Runtime, build_runtime
-from .app import create_app
 
-__all__ = ["ApiServerError", "PortInUse", "UnsafeBind", "ApiServer", "run_serve", "is_loopback"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["ApiServerError", "PortInUse", "UnsafeBind", "ApiServer", "start_api", "run_serve",
+           "is_loopback", "api_url"]
 
 log = logging.getLogger("mlx_tui.server")
 
@@ -52,6 +58,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def api_url(host: str, port: int, *, connectable: bool = False) -> str:
+    """``http://HOST:PORT`` (``[HOST]`` for IPv6). With ``connectable``, a wildcard bind
+    (``0.0.0.0``, ``::``) becomes the loopback address a client on this machine connects to."""
+    if connectable:
+        host = _WILDCARDS.get(host, host)
+    host = f"[{host.strip('[]')}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
 def _bind(host: str, port: int) -> socket.socket:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -68,7 +86,7 @@ def _bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise PortInUse(
                 f"port {port} on {host} is in use (another mlx-tui or Ollama?); "
-                "run without the API or set [api].port"
+                "choose another with --port or [api].port"
             ) from exc
         raise ApiServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
@@ -84,6 +102,11 @@ class ApiServer:
     """
 
     def __init__(self, runtime: Runtime, host: str, port: int, api_key: str = "") -> None:
+        from .app import create_app  # the server stack loads with the first server
+
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ApiServerError(f"port must be a port number 1-65535, got {port}; "
+                                 "check --port or [api].port")
         self.runtime = runtime
         self.host = host
         self.port = port
@@ -95,14 +118,16 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """Where it listens, as bound (``http://0.0.0.0:11435`` for every interface)."""
+        return api_url(self.host, self.port)
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        import uvicorn
+
         if self._thread is not None:
             return
         if not self.api_key and not is_loopback(self.host):
@@ -159,6 +184,17 @@ class ApiServer:
         self.stop()
 
 
+def start_api(runtime: Runtime, host: str | None = None, port: int | None = None) -> ApiServer:
+    """Build and start the API over ``runtime`` with its ``[api]`` settings (``host`` and
+    ``port`` override them); returns it serving. Raises :class:`ApiServerError`
+    (:class:`PortInUse`, :class:`UnsafeBind`) with what to change."""
+    api = runtime.settings_store.settings.api
+    server = ApiServer(runtime, host or api.host, api.port if port is None else port,
+                       api_key=api.api_key)
+    server.start()
+    return server
+
+
 def run_serve(args: argparse.Namespace) -> int:
     """``mlx-tui serve``: the API in the foreground until SIGTERM or SIGINT; exit code 0.
 
@@ -169,19 +205,16 @@ def run_serve(args: argparse.Namespace) -> int:
     import mlx.core  # noqa: F401
 
     runtime = build_runtime(args.settings, db_path=args.db)
-    settings = runtime.cache.settings.api
-    host = args.host or settings.host
-    port = settings.port if args.port is None else args.port
-    server = ApiServer(runtime, host, port, api_key=settings.api_key)
     try:
-        server.start()
+        server = start_api(runtime, args.host, args.port)
     except ApiServerError as exc:
         runtime.close()
         print(f"mlx-tui serve: {exc}", file=sys.stderr)
         return 2
     store = runtime.settings_store
+    preloads = getattr(runtime, "monitor", runtime.cache)  # the preloads' owner (moving to a monitor)
     log.info("settings: %s (%s); preloading %s", store.path, store.source,
-             ", ".join(runtime.cache.preload_names()) or "nothing")
+             ", ".join(preloads.preload_names()) or "nothing")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
