@@ -212,3 +212,28 @@ def test_a_fixed_probe_adds_what_mlx_holds_when_asked() -> None:
     assert probe.snapshot().used_bytes - before == block.nbytes
     probe.set_fraction(0.9)
     assert probe.snapshot().used_fraction >= 0.9
+
+
+def test_health_says_which_memory_it_measures() -> None:
+    """``/health``'s memory document names the memory and the source of its figures."""
+    from mlx_tui.server.documents import memory_document
+
+    gpu = DeviceMemory(141 * GIB, 40 * GIB, "GPU 0 device memory (NVML)", "NVIDIA H200")
+    cuda = SystemMemoryProbe(pressure_reader=lambda: None, backend=lambda: "cuda",
+                             device_readers=(lambda: gpu,)).snapshot()
+    doc = memory_document(cuda, Thresholds(0.25, 0.98))
+    assert (doc["kind"], doc["source"], doc["device_name"]) == (
+        "device", "GPU 0 device memory (NVML)", "NVIDIA H200")
+    assert (doc["used_bytes"], doc["zone"]) == (40 * GIB, "warning")
+    assert doc["system_total_bytes"] > 0 and doc["wired_bytes"] is None
+
+    mac = SystemMemoryProbe(
+        pressure_reader=lambda: 1, virtual_memory=mac_vm, backend=lambda: "metal",
+        wired_reader=lambda v: read_macos_wired(v, sysctl=lambda name: 0,
+                                                device_info=lambda: METAL_INFO),
+    ).snapshot()
+    doc = memory_document(mac, Thresholds())
+    assert (doc["kind"], doc["source"]) == ("unified", "unified memory (psutil)")
+    assert (doc["wired_bytes"], doc["wired_limit_bytes"]) == (9 * GIB, 0)
+    assert doc["wired_ceiling_bytes"] == doc["recommended_working_set_bytes"] == \
+        METAL_INFO["max_recommended_working_set_size"]

@@ -24,12 +24,29 @@ CACHED_STATES = frozenset({ModelState.LOADED, ModelState.LOADING})
 
 
 def memory_document(snap: MemorySnapshot, thresholds: Thresholds) -> dict[str, Any]:
-    """System and MLX memory with the thresholds the cache compares them with."""
+    """The memory weights live in, with the thresholds the cache compares it with.
+
+    ``kind`` says which memory ``used_fraction`` / ``total_bytes`` / ``used_bytes`` measure
+    (``unified``: a Mac's, ``device``: the GPU's own on CUDA, ``host``: system memory) and
+    ``source`` where the figures came from (``"GPU 0 device memory (NVML)"``); ``system_*`` is
+    system memory in every case. The wired figures are a Mac's (null elsewhere):
+    ``wired_limit_bytes`` is the ``iogpu.wired_limit_mb`` sysctl (0 = macOS's default) and
+    ``wired_ceiling_bytes`` what the GPU may wire now (that sysctl, else the recommended set).
+    """
     return {
+        "kind": snap.kind,
+        "source": snap.source,
+        "device_name": snap.device_name,
         "used_fraction": round(snap.used_fraction, 4),
         "total_bytes": snap.total_bytes,
         "used_bytes": snap.used_bytes,
         "available_bytes": snap.available_bytes,
+        "system_total_bytes": snap.system_total_bytes,
+        "system_used_bytes": snap.system_used_bytes,
+        "wired_bytes": snap.wired_bytes,
+        "wired_limit_bytes": snap.wired_limit_bytes,
+        "wired_ceiling_bytes": snap.wired_ceiling_bytes,
+        "recommended_working_set_bytes": snap.recommended_working_set_bytes,
         "warning_threshold": thresholds.warning,
         "emergency_threshold": thresholds.emergency,
         "zone": thresholds.zone(snap.used_fraction),
