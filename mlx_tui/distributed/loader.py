@@ -1,0 +1,329 @@
+"""Loading a model across machines behind the core's ``ModelLoader`` protocol.
+
+:class:`DistributedLoader` is the loader the cache is built with when some models are
+distributed: it loads those through their :class:`~.group.RankGroup` and every other model with
+the local loader it wraps. For a distributed model, :meth:`DistributedLoader.load`
+
+1. starts the group if it is not running (again after a failure),
+2. estimates each rank's shard from the safetensors headers (:func:`~.shards.shard_bytes`),
+3. has every rank check its part fits under the warning threshold of its host's memory (a host
+   that cannot is a :class:`~.errors.HostTooSmall` naming it, with its figures), then load it,
+4. loads the tokenizer here (the chat template is applied in this process),
+
+and returns a :class:`LoadedModel` whose ``model`` is a :class:`DistributedModel`: the handle
+of the shards (its ``worker`` is the :class:`~.remote_worker.RemoteWorker` requests go
+through) and whose ``resident_bytes`` is rank 0's shard, the part that lives on this machine.
+
+Unloading: :meth:`unload` frees every rank's shard. The cache calls :meth:`free` after each
+eviction; a distributed model the cache no longer holds is unloaded there too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..core.catalog import ModelInfo
+from ..core.loader import LoadedModel, MlxLoader, ModelLoader
+from ..core.planner import Thresholds
+from ..core.settings import EngineSettings
+from ..core.units import format_bytes
+from .errors import DistributedLoadError, HostTooSmall, RankLost
+from .group import GroupSettings, RankGroup
+from .hostfile import Hostfile
+from .protocol import Item, Load, Loaded, LoadRefused, RankReport
+from .remote_worker import RemoteWorker
+from .shards import shard_bytes
+from .views import RankView
+
+__all__ = ["DistributedSpec", "DistributedModel", "DistributedLoader", "HostPressure"]
+
+log = logging.getLogger("mlx_tui.distributed")
+
+
+@dataclass(frozen=True)
+class DistributedSpec:
+    """One model served across the hosts of ``hostfile``: tensor parallel, or ``pipeline``."""
+
+    hostfile: Hostfile
+    pipeline: bool = False
+    group: GroupSettings = field(default_factory=GroupSettings)
+
+
+@dataclass(frozen=True)
+class HostPressure:
+    """A follower host past a threshold: what the clean-up of that host has to act on."""
+
+    model: str
+    rank: RankView
+    zone: str  # "warning" or "emergency"
+    thresholds: Thresholds
+
+    @property
+    def reason(self) -> str:
+        limit = self.thresholds.emergency if self.zone == "emergency" else self.thresholds.warning
+        fraction = self.rank.used_fraction or 0.0
+        return (f"{self.zone} clean-up on {self.rank.host} (rank {self.rank.rank}): memory "
+                f"{fraction:.0%} >= {limit:.0%}")
+
+
+class DistributedModel:
+    """The shards of one loaded distributed model: what the cache holds as ``LoadedModel.model``.
+
+    ``worker`` takes the model's requests. Dropping the last reference to this object (the
+    cache's, at eviction) is what :meth:`DistributedLoader.free` notices.
+    """
+
+    def __init__(self, name: str, group: RankGroup, worker: RemoteWorker) -> None:
+        self.name = name
+        self.group = group
+        self.worker = worker
+
+    def ranks(self) -> list[RankView]:
+        return self.group.ranks()
+
+
+def _key(path: Path | str | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+class _Served:
+    """A distributed model's group, worker and last error; guarded by the loader's lock."""
+
+    def __init__(self, name: str, spec: DistributedSpec) -> None:
+        self.name = name
+        self.spec = spec
+        self.group: RankGroup | None = None
+        self.worker: RemoteWorker | None = None
+        self.model: weakref.ref[DistributedModel] | None = None
+        self.estimates: list[int] = []
+        self.error: RankLost | None = None
+
+
+class DistributedLoader:
+    """A ``ModelLoader``: distributed models through their ranks, the rest with ``local``.
+
+    ``specs`` maps a model's folder (or its catalogue name) to how it is distributed.
+    ``on_pressure`` is told when a follower host passes a threshold and ``on_lost`` when a
+    model's ranks are lost; the serve command wires both to the cache. Thread-safe.
+    """
+
+    def __init__(self, specs: dict[str, DistributedSpec], *, local: ModelLoader | None = None,
+                 engine: EngineSettings | None = None,
+                 thresholds: Callable[[], Thresholds] = Thresholds,
+                 on_pressure: Callable[[HostPressure], None] = lambda pressure: None,
+                 on_lost: Callable[[str, RankLost], None] = lambda name, error: None) -> None:
+        self._specs = {(_key(k) if ("/" in k or k.startswith("~")) else k): v for k, v in specs.items()}
+        self._local = local or MlxLoader()
+        self._engine = engine or EngineSettings()
+        self._thresholds = thresholds
+        self._on_pressure = on_pressure
+        self._on_lost = on_lost
+        self._lock = threading.Lock()
+        self._served: dict[str, _Served] = {}
+        self._tokenizers: dict[str, Any] = {}
+
+    # -- which models --------------------------------------------------------------------------
+    def spec_for(self, info: ModelInfo) -> DistributedSpec | None:
+        return self._specs.get(_key(info.path)) or self._specs.get(info.name)
+
+    def _served_for(self, info: ModelInfo, spec: DistributedSpec) -> _Served:
+        with self._lock:
+            served = self._served.get(info.name)
+            if served is None:
+                served = self._served[info.name] = _Served(info.name, spec)
+            return served
+
+    def ranks(self, name: str) -> tuple[RankView, ...]:
+        """Every rank of model ``name`` as last seen (empty for a local model)."""
+        with self._lock:
+            served = self._served.get(name)
+        if served is None:
+            return ()
+        if served.group is None:
+            return tuple(RankView(r, served.spec.hostfile.label(r), "stopped",
+                                  estimated_shard_bytes=e) for r, e in enumerate(served.estimates))
+        estimates = served.estimates
+        return tuple(replace(v, estimated_shard_bytes=estimates[r]) if r < len(estimates) else v
+                     for r, v in enumerate(served.group.ranks()))
+
+    def error(self, name: str) -> RankLost | None:
+        with self._lock:
+            served = self._served.get(name)
+        return served.error if served else None
+
+    # -- ModelLoader ------------------------------------------------------------------------------
+    def load(self, info: ModelInfo) -> LoadedModel:
+        spec = self.spec_for(info)
+        if spec is None:
+            return self._local.load(info)
+        if not info.loadable or info.path is None:
+            raise DistributedLoadError(f"{info.name}: {info.problem or 'no folder'}")
+        served = self._served_for(info, spec)
+        size = spec.hostfile.size
+        try:
+            served.estimates = shard_bytes(info.path, size, spec.pipeline)
+        except (OSError, ValueError, KeyError) as exc:
+            raise DistributedLoadError(f"{info.name}: cannot read the weights' headers: {exc}") from exc
+        group = self._running_group(served)
+        tokenizer, tokenizer_seconds = self._tokenizer(info)
+        command = Load(info.name, str(info.path), spec.pipeline, tuple(served.estimates),
+                       self._thresholds().warning, self._engine, random.getrandbits(62))
+        reply = group.load(command)
+        if isinstance(reply, LoadRefused):
+            raise self._refusal(info.name, reply.ranks, served.estimates, spec.hostfile)
+        if not isinstance(reply, Loaded):
+            failed = "; ".join(f"{spec.hostfile.label(r.rank)} (rank {r.rank}): {r.error}"
+                               for r in reply.ranks if r.error)
+            raise DistributedLoadError(f"{info.name}: the ranks could not load it: {failed}")
+        worker = RemoteWorker(info.name, tokenizer, self._engine, group.send, spec.group.lost_grace)
+        model = DistributedModel(info.name, group, worker)
+        with self._lock:
+            served.worker = worker
+            served.model = weakref.ref(model)
+            served.error = None
+        local = reply.ranks[0].shard_bytes
+        log.info("%s: loaded on %d hosts: %s", info.name, size, ", ".join(
+            f"{spec.hostfile.label(r.rank)} {format_bytes(r.shard_bytes)}" for r in reply.ranks))
+        return LoadedModel(model, tokenizer, local, max(r.seconds for r in reply.ranks),
+                           tokenizer_seconds)
+
+    def free(self) -> None:
+        """Return local memory; unload the distributed models nobody holds any more."""
+        self._local.free()
+        with self._lock:
+            dropped = [s for s in self._served.values()
+                       if s.model is not None and s.model() is None]
+        for served in dropped:
+            self._unload(served)
+
+    def unload(self, name: str) -> bool:
+        """Free every rank's shard of ``name`` now; True if it was loaded."""
+        with self._lock:
+            served = self._served.get(name)
+        return served is not None and self._unload(served)
+
+    def _unload(self, served: _Served) -> bool:
+        with self._lock:
+            group, worker = served.group, served.worker
+            served.model = served.worker = None
+        if worker is not None:
+            worker.stop()
+        if group is None:
+            return False
+        evicted = group.evict()
+        if evicted is not None:
+            log.info("%s: unloaded on every host (%s)", served.name, ", ".join(
+                f"{served.spec.hostfile.label(r.rank)}: MLX holds "
+                f"{format_bytes(r.memory.mlx_active_bytes)}" for r in evicted.ranks))
+        return evicted is not None
+
+    def close(self) -> None:
+        """Stop every group (the ranks exit)."""
+        with self._lock:
+            groups = [s.group for s in self._served.values() if s.group is not None]
+        for group in groups:
+            group.stop()
+
+    # -- pieces ------------------------------------------------------------------------------------
+    def _running_group(self, served: _Served) -> RankGroup:
+        with self._lock:
+            group = served.group
+        if group is not None and group.alive:
+            return group
+        if group is not None:
+            if group.error is not None:  # let the lost group finish failing its requests
+                group.wait_settled(served.spec.group.lost_grace + 15.0)
+            group.stop()
+        group = RankGroup(served.name, served.spec.hostfile, served.spec.group)
+        group.bind(
+            on_item=lambda item, g=group: self._deliver(served, g, item),
+            on_memory=lambda views, g=group: self._check_memory(served, g, views),
+            on_lost=lambda error, g=group: self._lost(served, g, error),
+            on_tick=lambda g=group: self._tick(served, g),
+        )
+        with self._lock:
+            served.group = group
+        group.start()
+        return group
+
+    def _tokenizer(self, info: ModelInfo) -> tuple[Any, float]:
+        started = time.perf_counter()
+        key = _key(info.path)
+        tokenizer = self._tokenizers.get(key)
+        if tokenizer is None:
+            import json
+
+            from mlx_lm.utils import load_tokenizer
+
+            assert info.path is not None
+            config = json.loads((Path(info.path) / "config.json").read_text(encoding="utf-8"))
+            tokenizer = load_tokenizer(Path(info.path), eos_token_ids=config.get("eos_token_id"))
+            self._tokenizers[key] = tokenizer
+        return tokenizer, time.perf_counter() - started
+
+    def _refusal(self, name: str, ranks: tuple[RankReport, ...], need: list[int],
+                 hostfile: Hostfile) -> HostTooSmall:
+        limit = self._thresholds().warning
+        hosts, parts = [], []
+        for r in ranks:
+            if not r.error:
+                continue
+            host = hostfile.label(r.rank)
+            m = r.memory
+            hosts.append((host, need[r.rank], m.used_bytes, m.total_bytes))
+            room = max(0, int(limit * m.total_bytes) - m.used_bytes)
+            parts.append(f"{host} (rank {r.rank}) needs {format_bytes(need[r.rank])} but has "
+                         f"{format_bytes(m.used_bytes)} of {format_bytes(m.total_bytes)} in use, "
+                         f"{format_bytes(room)} under the warning threshold ({limit:.0%})")
+        return HostTooSmall(f"{name}: does not fit: " + "; ".join(parts) +
+                            "; free memory on that host or add a host to the hostfile", hosts)
+
+    # -- the group's reader thread ------------------------------------------------------------------
+    def _worker_of(self, served: _Served, group: RankGroup) -> RemoteWorker | None:
+        """The worker of ``group``'s model, if ``group`` is still the model's group."""
+        with self._lock:
+            return served.worker if served.group is group else None
+
+    def _deliver(self, served: _Served, group: RankGroup, item: Item) -> None:
+        worker = self._worker_of(served, group)
+        if worker is not None:
+            worker.deliver(item)
+
+    def _tick(self, served: _Served, group: RankGroup) -> None:
+        worker = self._worker_of(served, group)
+        if worker is not None:
+            worker.tick()
+
+    def _check_memory(self, served: _Served, group: RankGroup, views: list[RankView]) -> None:
+        if self._worker_of(served, group) is None:
+            return
+        thresholds = self._thresholds()
+        for view in views[1:]:  # rank 0's host is this one: the cache's own monitor watches it
+            fraction = view.used_fraction
+            zone = thresholds.zone(fraction) if fraction is not None else "normal"
+            if zone != "normal":
+                self._on_pressure(HostPressure(served.name, view, zone, thresholds))
+                return
+
+    def _lost(self, served: _Served, group: RankGroup, error: RankLost) -> None:
+        with self._lock:
+            if served.group is not group:
+                return
+            worker = served.worker
+            served.error = error
+            served.worker = None
+        if worker is not None:
+            worker.fail_all(error)
+        self._on_lost(served.name, error)
