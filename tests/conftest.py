@@ -16,6 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from mlx_tui.core.loader import LoadedModel, MlxLoader, ModelLoader  # noqa: E402
 from mlx_tui.core.memory import FixedMemoryProbe, MemoryProbe  # noqa: E402
 from mlx_tui.core.runtime import Runtime, build_runtime  # noqa: E402
 from mlx_tui.core.settings import Settings, parse_settings, write_settings  # noqa: E402
@@ -76,10 +77,12 @@ def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
     made: list[Runtime] = []
 
     def make(models: dict[str, str], probe: MemoryProbe | None = None,
+             loader: ModelLoader | None = None, clock: Callable[[], float] | None = None,
              **sections: dict[str, Any]) -> Runtime:
         settings_path = tmp_path / "settings.toml"
         write_settings(make_settings(models, **sections), settings_path)
-        runtime = build_runtime(settings_path, db_path=tmp_path / "data.db", probe=probe)
+        runtime = build_runtime(settings_path, db_path=tmp_path / "data.db", probe=probe,
+                                loader=loader, clock=clock)
         made.append(runtime)
         return runtime
 
@@ -92,3 +95,30 @@ def runtime_factory(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
 def fixed_probe() -> FixedMemoryProbe:
     """A memory probe a test sets by hand: 16 GiB, half used, MLX bytes counted in."""
     return FixedMemoryProbe(total_bytes=16 * 1024**3, used_fraction=0.5, track_mlx=True)
+
+
+class SteadyLoader(MlxLoader):
+    """The real loader, reporting the same load seconds for every model: policies that price a
+    reload by its measured seconds then decide the same way on every run."""
+
+    def __init__(self, weights_seconds: float = 1.0) -> None:
+        super().__init__()
+        self.weights_seconds = weights_seconds
+
+    def load(self, info: Any) -> LoadedModel:
+        loaded = super().load(info)
+        loaded.weights_seconds, loaded.tokenizer_seconds = self.weights_seconds, 0.0
+        return loaded
+
+
+class ManualClock:
+    """A clock a test moves by hand (``clock.advance(60)``)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

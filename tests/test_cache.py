@@ -25,7 +25,7 @@ from mlx_tui.core.memory import FixedMemoryProbe, SystemMemoryProbe
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.devtools.modelgen import corrupt_model
 
-from .conftest import make_settings
+from .conftest import ManualClock, SteadyLoader, make_settings
 
 SEED_MODELS = ("qwen2.5-coder-32b", "phi3.5-mini-4k", "deepseek-r1-70b")
 HI = [ChatMessage("user", "Hello there")]
@@ -117,13 +117,15 @@ def test_seed_scenario_2_an_emergency_unloads_everything(
 
 def test_evicting_really_returns_mlx_memory(seed_runtime: Runtime) -> None:
     cache = seed_runtime.cache
-    cache.loaded_names()  # nothing loaded yet
+    assert cache.loaded_names() == [], "nothing loaded yet"
     base = mx.get_active_memory()
     use(cache, "qwen2.5-coder-32b")
     size = cache.get("qwen2.5-coder-32b").resident_bytes
     assert mx.get_active_memory() >= base + size
     assert cache.evict("qwen2.5-coder-32b")
-    assert mx.get_active_memory() <= base, "gc.collect() + mx.clear_cache() gave it back"
+    # Every byte of the model goes back; what may stay is the few bytes of MLX's random key
+    # that each long-lived MLX thread (the loader, the model's worker) keeps for itself.
+    assert mx.get_active_memory() < base + 64, "gc.collect() + mx.clear_cache() gave it back"
     assert mx.get_cache_memory() == 0
 
 
@@ -199,12 +201,16 @@ def test_before_a_load_the_cache_evicts_by_policy_to_stay_under_the_warning(
     # 100 MB machine, 80% used by others: room under the warning (85%) for exactly 2 models.
     probe = FixedMemoryProbe(total_bytes=100 * 10**6, used_fraction=0.0, track_mlx=True)
     probe.base_used = int(0.85 * probe.total_bytes) - 2 * size - size // 2 - mx.get_active_memory()
-    runtime = runtime_factory(models, probe=probe)
+    # The default policy prices a reload by its measured seconds and a use by when it came:
+    # both are fixed here, so the choice is the same on every run.
+    clock = ManualClock()
+    runtime = runtime_factory(models, probe=probe, loader=SteadyLoader(), clock=clock)
     cache = runtime.cache
     events = record(cache)
-    use(cache, "qwen2.5-coder-32b", 3)
-    use(cache, "phi3.5-mini-4k", 2)
-    use(cache, "deepseek-r1-70b")
+    for name in ("qwen2.5-coder-32b", "phi3.5-mini-4k", "qwen2.5-coder-32b", "phi3.5-mini-4k",
+                 "qwen2.5-coder-32b", "deepseek-r1-70b"):  # qwen 3 uses, phi 2, then deepseek
+        clock.advance(10)
+        use(cache, name)
     assert sorted(cache.loaded_names()) == ["deepseek-r1-70b", "qwen2.5-coder-32b"]
     evicted = next(e for e in events if e.kind is EventKind.EVICTED)
     assert evicted.model == "phi3.5-mini-4k" and "making room for deepseek-r1-70b" in evicted.message
@@ -296,14 +302,23 @@ def test_pinned_models_survive_a_normal_cleanup(seed_runtime: Runtime,
 
 def test_idle_models_unload_after_the_configured_time(
         runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
-    runtime = runtime_factory({"a": str(model_factory("a"))}, cache={"idle_unload_seconds": 0.2})
+    clock = ManualClock()
+    runtime = runtime_factory({"a": str(model_factory("a")), "b": str(model_factory("b", seed=1))},
+                              cache={"idle_unload_seconds": 60}, clock=clock)
     cache = runtime.cache
     use(cache, "a")
-    cache.check_memory()
-    assert cache.loaded_names() == ["a"]
-    time.sleep(0.3)
-    cache.check_memory()
-    assert cache.loaded_names() == []
+    use(cache, "b")
+    cache.set_idle_unload("b", 0)  # this one never unloads by idleness (Ollama's keep_alive -1)
+    clock.advance(59)
+    runtime.monitor.step()
+    assert sorted(cache.loaded_names()) == ["a", "b"]
+    with cache.acquire("a"):
+        clock.advance(2)
+        runtime.monitor.step()
+        assert "a" in cache.loaded_names(), "a model in use is never idle"
+    clock.advance(61)
+    runtime.monitor.step()
+    assert cache.loaded_names() == ["b"]
 
 
 def test_max_loaded_bounds_the_number_of_models(
@@ -322,7 +337,7 @@ def test_preload_loads_in_the_background_and_logs_it(
     runtime = runtime_factory({"default": str(model_factory("a")), "coding": str(model_factory("b", seed=1))},
                               cache={"preload": ["default", "coding", "fast"]})
     with caplog.at_level("INFO", logger="mlx_tui.cache"):
-        runtime.cache.preload()
+        runtime.monitor.preload()
     assert sorted(runtime.cache.loaded_names()) == ["coding", "default"]
     assert any("preloaded default in" in r.message for r in caplog.records)
     assert any("could not preload fast: unknown model" in r.message for r in caplog.records)
@@ -335,7 +350,7 @@ def test_preload_waits_for_headroom_below_background_load_below(
     runtime = runtime_factory({"default": str(model_factory("a"))}, probe=fixed_probe,
                               cache={"preload": ["default"]})
     with caplog.at_level("WARNING", logger="mlx_tui.cache"):
-        runtime.cache.preload()
+        runtime.monitor.preload()
     assert runtime.cache.loaded_names() == []
     assert any("could not preload default: memory 75% >= background_load_below 70%" in r.message
                for r in caplog.records)
@@ -360,8 +375,8 @@ def test_usage_statistics_survive_a_restart_and_drive_preload_popular(
         assert second.cache.get("b").use_count == 0, "use_count counts this run, as the seed does"
         use(second.cache, "b")
         assert second.cache.get("b").lifetime_use_count == 4
-        assert second.cache.preload_names() == ["b"]
-        second.cache.preload()
+        assert second.monitor.preload_names() == ["b"]
+        second.monitor.preload()
         assert second.cache.loaded_names() == ["b"]
     finally:
         second.close()

@@ -113,7 +113,7 @@ def stream_events(client: httpx.Client, body: dict[str, Any]) -> list[Any]:
 def generating(client: httpx.Client, model: str) -> Iterator[Iterator[str]]:
     """A streamed reply that would run for minutes, open after its first event; leaving the
     block disconnects the client."""
-    body = {"model": model, "messages": HELLO, "max_tokens": 100_000, "temperature": 0,
+    body = {"model": model, "messages": HELLO, "max_tokens": 8000, "temperature": 0,
             "stream": True}
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
@@ -273,7 +273,7 @@ def wait_for_cancelled_reply(runtime: Runtime, server: ApiServer,
     """Wait until ``model``'s one reply has ended, and check it ended cancelled, not finished."""
     wait_until(lambda: runtime.cache.get(model).leases == 0 and not len(server.app.state.generations))
     replies = [r.getMessage() for r in caplog.records
-               if r.name == "mlx_tui.server" and r.getMessage().startswith(f"{model}:")]
+               if r.name == "mlx_tui.chat" and r.getMessage().startswith(f"{model}:")]
     assert len(replies) == 1 and "tokens at" in replies[0] and "cancelled" in replies[0]
 
 
@@ -282,7 +282,7 @@ def test_a_client_that_disconnects_mid_stream_cancels_its_generation(
         caplog: pytest.LogCaptureFixture) -> None:
     runtime = runtime_factory(models)
     server, client = serve(runtime)
-    caplog.set_level("INFO", logger="mlx_tui.server")
+    caplog.set_level("INFO", logger="mlx_tui.chat")
     with generating(client, "alpha") as lines:
         assert [next(lines) for _ in range(6)][-1].startswith("data: ")  # three more events
         assert runtime.cache.get("alpha").leases == 1
@@ -295,9 +295,9 @@ def test_a_client_that_gives_up_on_a_plain_request_cancels_its_generation(
         caplog: pytest.LogCaptureFixture) -> None:
     runtime = runtime_factory(models)
     server, client = serve(runtime)
-    caplog.set_level("INFO", logger="mlx_tui.server")
+    caplog.set_level("INFO", logger="mlx_tui.chat")
     with pytest.raises(httpx.ReadTimeout):
-        chat(client, "gamma", max_tokens=100_000, timeout=1.5)
+        chat(client, "gamma", max_tokens=8000, timeout=1.5)
     wait_for_cancelled_reply(runtime, server, caplog, "gamma")
 
 

@@ -1,14 +1,20 @@
 """ModelCache: the one owner of which models are loaded, their statistics and their memory.
 
 Everything that wants a model asks the cache: the app, the HTTP server, the benchmarks. The
-cache keeps one lock over all entries; loads run in daemon worker threads (so Ctrl-C never waits
-for a load), concurrent requests for the same model share one load, and a request for a loaded
-model never waits on another model's load. Decisions (what to evict before a load, what a
-clean-up unloads) come from the pure functions in :mod:`mlx_tui.core.planner` with the
-configured policy from :mod:`mlx_tui.core.policy`.
+cache keeps one plain lock over all entries and never calls out while holding it: events are
+queued under the lock and delivered after it is released, in order (:class:`EventOutbox`).
+
+Loads run on the loader pool (long-lived MLX threads), concurrent requests for the same model
+share one load, and a request for a loaded model never waits on another model's load. Each
+loaded model gets a :class:`~mlx_tui.core.engine.worker.GenerationWorker` (a long-lived MLX
+thread that batches its requests). Decisions (what to evict before a load, what a clean-up
+unloads) come from the pure functions in :mod:`mlx_tui.core.planner` with the configured
+policy from :mod:`mlx_tui.core.policy`.
 
 A model in use is held by a :class:`Lease`; a leased model is never unloaded under a request:
-a clean-up marks it and it is unloaded when its last lease ends.
+a clean-up marks it and it is unloaded when its last lease ends. Names and identities live in
+:class:`~mlx_tui.core.registry.ModelRegistry`; the memory poll, idle unloads and preloads in
+:class:`~mlx_tui.core.monitor.CacheMonitor`.
 """
 
 from __future__ import annotations
@@ -17,20 +23,25 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
-from .catalog import Catalog, ModelInfo, UnknownModel
-from .events import CacheEvent, EventKind, Listener
-from .loader import LoadedModel, ModelLoader, ModelLoadError, end_mlx_thread
+from .catalog import Catalog, ModelInfo, UnknownModel, inspect_model_folder
+from .engine.worker import GenerationWorker
+from .events import CacheEvent, EventKind, EventOutbox, Listener
+from .loader import LoadedModel, ModelLoader, ModelLoadError
 from .memory import MemoryProbe, MemorySnapshot
-from .planner import CleanupPlan, Thresholds, plan_admission, plan_cleanup
+from .mlx_threads import MlxExecutor, MlxThreadPool
+from .planner import CleanupMode, CleanupPlan, Thresholds, plan_admission, plan_cleanup
 from .policy import EntryStats, get_policy
+from .registry import ModelRegistry
 from .settings import Settings, SettingsError
 from .store import Store
 from .units import format_bytes, iso_seconds
+from .usage import UsageRecorder
 
 __all__ = ["ModelState", "ModelView", "ModelTooLarge", "Lease", "ModelCache"]
 
@@ -63,16 +74,15 @@ class ModelTooLarge(ModelLoadError):
 
 @dataclass(frozen=True)
 class ModelView:
-    """A read-only copy of one model's state and statistics, safe to pass to any thread."""
+    """A read-only copy of one model's state and statistics, safe to pass to any thread.
+
+    ``now`` is the cache's clock at the moment the view was taken, so progress and ETA read
+    the same clock the cache does.
+    """
 
     name: str
+    info: ModelInfo
     state: ModelState
-    source: str
-    path: str | None
-    architecture: str | None
-    quantization_bits: int | None
-    disk_bytes: int
-    estimated_bytes: int
     resident_bytes: int
     use_count: int
     last_used: float
@@ -87,6 +97,47 @@ class ModelView:
     expected_load_seconds: float | None
     lifetime_use_count: int
     evict_when_idle: bool
+    now: float
+    aliases: tuple[str, ...] = ()
+    idle_unload_seconds: float = 0.0
+    requests_in_flight: int = 0
+    prompt_cache_bytes: int = 0
+    prompt_cache_disk_bytes: int = 0
+
+    # what the catalogue knows, by the names the app and the API have always used
+    @property
+    def source(self) -> str:
+        return self.info.source
+
+    @property
+    def path(self) -> str | None:
+        return str(self.info.path) if self.info.path else None
+
+    @property
+    def architecture(self) -> str | None:
+        return self.info.architecture
+
+    @property
+    def quantization_bits(self) -> int | None:
+        return self.info.quantization_bits
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.info.disk_bytes
+
+    @property
+    def estimated_bytes(self) -> int:
+        return self.info.estimated_bytes
+
+    @property
+    def generation_defaults(self) -> Mapping[str, Any]:
+        """Sampling defaults from the model's ``generation_config.json`` (may be empty)."""
+        return self.info.generation_defaults
+
+    @property
+    def usable(self) -> bool:
+        """Could load now: no known problem and not failed."""
+        return self.info.loadable and self.state is not ModelState.FAILED
 
     @property
     def size_bytes(self) -> int:
@@ -101,7 +152,7 @@ class ModelView:
         """Seconds into a load whose length can be estimated; None otherwise."""
         if self.state is not ModelState.LOADING or not self.expected_load_seconds:
             return None
-        return (now or time.time()) - self.load_started_at
+        return (self.now if now is None else now) - self.load_started_at
 
     def progress(self, now: float | None = None) -> float | None:
         """A load's estimated progress 0..1 from past load speed; None when unknown."""
@@ -132,15 +183,19 @@ class ModelView:
             "resident_bytes": self.resident_bytes,
             "in_use": self.leases,
             "source": self.source,
+            "aliases": list(self.aliases),
             "error": self.error,
+            "prompt_cache_bytes": self.prompt_cache_bytes,
+            "prompt_cache_disk_bytes": self.prompt_cache_disk_bytes,
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class _Entry:
     """Mutable state of one model; only ModelCache touches it, under its lock."""
 
     info: ModelInfo
+    name: str = ""
     state: ModelState = ModelState.NOT_LOADED
     use_count: int = 0
     last_used: float = 0.0
@@ -154,13 +209,15 @@ class _Entry:
     error: str | None = None
     load_started_at: float = 0.0
     evict_when_idle: bool = False
+    abandon: str | None = None  # why a running load is to be dropped when it returns
+    idle_unload: float | None = None  # this model's own idle unload (None: the settings')
     recent_uses: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_USES))
-    loaded: LoadedModel | None = None
+    worker: GenerationWorker | None = None
     future: Future[ModelView] | None = None
 
     @property
-    def name(self) -> str:
-        return self.info.name
+    def key(self) -> str:
+        return self.info.key
 
     def stats(self) -> EntryStats:
         return EntryStats(
@@ -178,9 +235,10 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _Victim:
-    """A model taken for eviction: its entry, the bytes it held, and why it goes."""
+    """A model on its way out: its entry, its worker, the bytes it held, and why it goes."""
 
     entry: _Entry
+    worker: GenerationWorker | None
     freed_bytes: int
     reason: str
 
@@ -188,23 +246,33 @@ class _Victim:
 class Lease:
     """A hold on a loaded model; while any lease is alive the model is not unloaded.
 
-    Use as a context manager; :meth:`release` drops the references to the model so that an
-    eviction afterwards really frees its memory.
+    ``worker`` generates with the model (:meth:`GenerationWorker.submit`); ``tokenizer`` turns
+    messages into token ids. Use as a context manager; :meth:`release` drops the references,
+    so an eviction afterwards really frees the memory.
     """
 
-    def __init__(self, cache: "ModelCache", name: str, loaded: LoadedModel) -> None:
+    def __init__(self, cache: "ModelCache", entry: _Entry, worker: GenerationWorker) -> None:
         self._cache = cache
-        self.name = name
-        self.model: Any = loaded.model
-        self.tokenizer: Any = loaded.tokenizer
+        self._entry = entry
+        self.name = entry.name
+        self.worker: Any = worker
+        self.tokenizer: Any = worker.tokenizer
         self._released = False
+        self._lock = threading.Lock()
 
     def release(self) -> None:
-        if self._released:
-            return
-        self._released = True
-        self.model = self.tokenizer = None
-        self._cache._release(self.name)
+        """End the hold (idempotent, any thread; a second caller returns once it has ended)."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+            self.worker = self.tokenizer = None
+            self._cache._release(self._entry)
+
+    def release_soon(self) -> None:
+        """:meth:`release` from the cache's release thread: for callers that must not block
+        (a generation worker ending a request, an event loop), since a release may unload."""
+        self._cache._releaser.submit(self.release)
 
     def __enter__(self) -> "Lease":
         return self
@@ -217,7 +285,8 @@ class ModelCache:
     """Keeps the right MLX models loaded within memory thresholds.
 
     Thread-safe; every public method may be called from any thread. Listeners
-    (:meth:`subscribe`) are called from the thread where an event happened.
+    (:meth:`subscribe`) are called with no lock held, in the order events happened, from the
+    thread that delivers them (usually the one where the event happened).
     """
 
     def __init__(
@@ -233,21 +302,66 @@ class ModelCache:
         self._settings = settings
         self._loader = loader
         self._probe = probe
+        self._usage = UsageRecorder(store) if store is not None else None
         self._store = store
         self._catalog = catalog or Catalog(settings)
         self._clock = clock
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
         self._admission = threading.Lock()
-        self._entries: dict[str, _Entry] = {}  # by canonical name
-        self._aliases: dict[str, str] = {}  # any other name or path -> canonical name
-        self._listeners: list[Listener] = []
+        self._outbox = EventOutbox()
+        self._outbox.subscribe(self._log_event)
+        self._models: ModelRegistry[_Entry] = ModelRegistry()
         self._memory: MemorySnapshot | None = None
         self._load_speed: float | None = None  # bytes per second of weights, from past loads
-        self._stop = threading.Event()
-        self._monitor: threading.Thread | None = None
+        self._loaders = MlxExecutor("mlx-load", settings.engine.loader_threads)
+        # Releases that may unload a model (a deferred clean-up) run here, off the callers'
+        # threads: a worker ending a request, an event loop. It never runs MLX work itself.
+        self._releaser = ThreadPoolExecutor(1, thread_name_prefix="lease-release")
+        self._generation_threads = MlxThreadPool("mlx-generate")
+        self._closed = False
         # Uses of past sessions and this one, by name (SQLite is read once, then counted here).
-        self._lifetime_uses = {n: u.use_count for n, u in (store.usage() if store else {}).items()}
+        try:
+            usage = store.usage() if store else {}
+        except Exception:  # noqa: BLE001 - an unreadable database only loses history
+            log.warning("usage statistics could not be read; starting from zero")
+            usage = {}
+        self._lifetime_uses = {n: u.use_count for n, u in usage.items()}
         self.refresh_catalog()
+
+    # -- events ----------------------------------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock for a change; the events it queued go out once it is released."""
+        with self._lock:
+            yield
+        self._outbox.deliver()
+
+    def _event(self, kind: EventKind, message: str, model: str | None = None,
+               level: int = logging.INFO, **data: Any) -> None:
+        """Queue an event (under the lock or not); it is delivered by the next ``deliver``."""
+        data.setdefault("level", level)
+        self._outbox.put(CacheEvent(kind, message, model, self._clock(), data))
+
+    def _emit(self, kind: EventKind, message: str, model: str | None = None,
+              level: int = logging.INFO, **data: Any) -> None:
+        """Queue and deliver now; never call with the lock held."""
+        self._event(kind, message, model, level, **data)
+        self._outbox.deliver()
+
+    def announce(self, kind: EventKind, message: str, model: str | None = None,
+                 level: int = logging.INFO, **data: Any) -> None:
+        """Tell the cache's listeners (and the log) something that happened around it: a
+        preload, a prompt cache spilled to disk. Never call with the cache's lock held."""
+        self._emit(kind, message, model, level, **data)
+
+    @staticmethod
+    def _log_event(event: CacheEvent) -> None:
+        if event.kind is not EventKind.MEMORY:
+            log.log(event.data.get("level", logging.INFO), event.message)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` for every event; returns a function that unsubscribes."""
+        return self._outbox.subscribe(listener)
 
     # -- observation -----------------------------------------------------------------------------
     @property
@@ -256,33 +370,15 @@ class ModelCache:
 
     @property
     def thresholds(self) -> Thresholds:
-        m = self._settings.memory
-        return Thresholds(m.warning_threshold, m.emergency_threshold)
+        return self._settings.memory.thresholds
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener`` for every event; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(listener)
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
-
-    def _emit(self, kind: EventKind, message: str, model: str | None = None,
-              level: int = logging.INFO, **data: Any) -> None:
-        event = CacheEvent(kind, message, model, self._clock(), data)
-        if kind is not EventKind.MEMORY:
-            log.log(level, message)
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break the cache
-                log.exception("event listener failed")
+    @property
+    def usage_recorder(self) -> UsageRecorder | None:
+        return self._usage
 
     def memory(self, fresh: bool = False) -> MemorySnapshot:
         """The last memory snapshot (taken now when ``fresh`` or when there is none)."""
@@ -290,12 +386,10 @@ class ModelCache:
             self._memory = self._probe.snapshot()
         return self._memory
 
-    def _view(self, e: _Entry) -> ModelView:
+    def _view(self, e: _Entry, now: float | None = None) -> ModelView:
+        worker = e.worker
         return ModelView(
-            name=e.name, state=e.state, source=e.info.source,
-            path=str(e.info.path) if e.info.path else None,
-            architecture=e.info.architecture, quantization_bits=e.info.quantization_bits,
-            disk_bytes=e.info.disk_bytes, estimated_bytes=e.info.estimated_bytes,
+            name=e.name, info=e.info, state=e.state,
             resident_bytes=e.resident_bytes, use_count=e.use_count, last_used=e.last_used,
             loaded_at=e.loaded_at, load_time_seconds=e.load_time_seconds,
             weights_seconds=e.weights_seconds, tokenizer_seconds=e.tokenizer_seconds,
@@ -304,6 +398,11 @@ class ModelCache:
             expected_load_seconds=self._expected_seconds(e),
             lifetime_use_count=self._lifetime_uses.get(e.name, 0),
             evict_when_idle=e.evict_when_idle,
+            now=self._clock() if now is None else now,
+            aliases=self._models.aliases(e.key),
+            idle_unload_seconds=(self._settings.cache.idle_unload_seconds
+                                 if e.idle_unload is None else e.idle_unload),
+            requests_in_flight=worker.in_flight if worker is not None else 0,
         )
 
     def _expected_seconds(self, e: _Entry) -> float | None:
@@ -315,132 +414,123 @@ class ModelCache:
 
     def models(self) -> list[ModelView]:
         """Every known model, loaded ones first, then by name."""
+        now = self._clock()
         with self._lock:
-            views = [self._view(e) for e in self._entries.values()]
+            views = [self._view(e, now) for e in self._models.entries()]
         return sorted(views, key=lambda v: (not v.is_loaded, v.state is not ModelState.LOADING, v.name))
 
-    def get(self, name: str) -> ModelView:
+    def get(self, name: str, *, allow_paths: bool = True) -> ModelView:
         """One model's view; raises :class:`UnknownModel`."""
-        entry = self._entry(name)
+        entry = self._entry(name, allow_paths)
         with self._lock:
             return self._view(entry)
 
     def keep_order(self) -> list[str]:
         """Every known name in the order the policy keeps them: loaded models (pinned first,
-        then the policy's ranking, most valuable first), then loads under way, then the rest
-        ranked the same way. This is the order a clean-up works from, for display."""
+        then the policy's ranking, most valuable first), then loads under way, then the usable
+        rest ranked the same way, then models that cannot load (failed or broken) last. This is
+        the order a clean-up works from, for display."""
         group = {ModelState.LOADED: 0, ModelState.LOADING: 1, ModelState.QUEUED: 1,
                  ModelState.EVICTING: 2}
         with self._lock:
-            entries = list(self._entries.values())
+            entries = self._models.entries()
             ranked = get_policy(self._settings.cache.policy)([e.stats() for e in entries], self._clock())
             rank = {s.name: i for i, s in enumerate(ranked)}
-            state = {e.name: (group.get(e.state, 3), not e.pinned) for e in entries}
+            state = {}
+            for e in entries:
+                usable = e.info.loadable and e.state is not ModelState.FAILED
+                state[e.name] = (group.get(e.state, 3 if usable else 4), not e.pinned)
         return sorted(rank, key=lambda n: (*state[n], rank[n]))
 
     def loaded_names(self) -> list[str]:
         with self._lock:
-            return [n for n, e in self._entries.items() if e.state is ModelState.LOADED]
+            return [e.name for e in self._models.entries() if e.state is ModelState.LOADED]
 
-    # -- catalog ---------------------------------------------------------------------------------
+    # -- names -----------------------------------------------------------------------------------
     def refresh_catalog(self) -> None:
-        """Rescan aliases, folders and the Hugging Face cache; loaded models stay as they are."""
-        found = self._catalog.scan()
-        with self._lock:
-            for info in found.values():
-                self._register(info)
+        """Rescan aliases, folders and the Hugging Face cache; loaded models stay as they are.
 
-    def _register(self, info: ModelInfo) -> _Entry:
-        """Under the lock: the entry for ``info``; a second name for the same folder (``demo``
-        behind the alias ``default``) becomes an alias of the first, so it loads once."""
-        canonical = self._aliases.get(info.name, info.name)
-        entry = self._entries.get(canonical)
-        if entry is None and info.path is not None:
-            entry = next((e for e in self._entries.values() if e.info.path == info.path), None)
-            if entry is not None:
-                self._aliases[info.name] = entry.name
-        if entry is None:
-            entry = self._entries[info.name] = _Entry(info)
-        elif entry.name == info.name and entry.state in (ModelState.NOT_LOADED, ModelState.FAILED):
-            entry.info = info
-        return entry
-
-    def _entry(self, name: str) -> _Entry:
-        """The entry for a name, alias or folder path; raises UnknownModel.
-
-        Call it before taking the lock: resolving a new name may scan the disk.
+        An alias always points where settings.toml says: a model that lost its alias keeps its
+        other names (or gets one from its folder), and is dropped when it is not loaded.
         """
+        found = self._catalog.scan()
+        aliases = set(self._settings.models) | {"demo"}
+        with self._locked():
+            busy = (ModelState.LOADED, ModelState.LOADING, ModelState.QUEUED, ModelState.EVICTING)
+            refreshed = self._models.rebuild(
+                ((info, name in aliases) for name, info in found.items()),
+                keep=lambda e: e.state in busy or e.info.source == "path",
+                make=_Entry,
+            )
+            for entry, info in refreshed:
+                if entry.state in (ModelState.NOT_LOADED, ModelState.FAILED):
+                    entry.info = info
+            self._rename_entries()
+
+    def _rename_entries(self) -> None:
+        """Under the lock: each entry's name is its registry display name."""
+        for entry in self._models.entries():
+            entry.name = self._models.display_name(entry.key)
+
+    def _entry(self, name: str, allow_paths: bool = True) -> _Entry:
+        """The entry for a name, alias or (with ``allow_paths``) a folder path; raises
+        UnknownModel. Call it without the lock: resolving a new name may scan the disk."""
         with self._lock:
-            entry = self._entries.get(self._aliases.get(name, name))
+            entry = self._models.lookup(name)
         if entry is not None:
             return entry
-        info = self._catalog.resolve(name)
+        info = self._catalog.resolve(name, allow_paths=allow_paths)
         with self._lock:
-            entry = self._register(info)
-            if entry.name != name:
-                self._aliases[name] = entry.name
+            entry = self._models.add(info, _Entry)
+            self._models.add_alias(name, entry.key)
+            self._rename_entries()
             return entry
 
     # -- loading ---------------------------------------------------------------------------------
-    def load(self, name: str, reason: str = "request") -> "Future[ModelView]":
+    def load(self, name: str, reason: str = "request", *, allow_paths: bool = True) -> "Future[ModelView]":
         """Start loading ``name`` in the background (or join the load under way).
 
         Returns a future that resolves to the loaded model's view, or raises
         :class:`ModelLoadError` / :class:`ModelTooLarge`. Does not count as a use.
         """
-        entry = self._entry(name)
-        with self._lock:
+        entry = self._entry(name, allow_paths)
+        with self._locked():
             return self._start_load(entry, reason)
 
     def _start_load(self, entry: _Entry, reason: str) -> "Future[ModelView]":
+        """Under the lock: the future of ``entry``'s load, starting one if none runs."""
         if entry.state is ModelState.LOADED:
             done: Future[ModelView] = Future()
             done.set_result(self._view(entry))
             return done
         if entry.future is not None and not entry.future.done():
             return entry.future
+        if self._closed:
+            raise ModelLoadError(f"{entry.name}: not loaded, mlx-tui is closing")
         recheck = entry.state is ModelState.FAILED or entry.info.problem is not None
         entry.state = ModelState.QUEUED
         entry.error = None
+        entry.abandon = None
         future: Future[ModelView] = Future()
         entry.future = future
-        self._emit(EventKind.LOAD_QUEUED, f"{entry.name}: load queued ({reason})", entry.name,
-                   reason=reason)
-        threading.Thread(target=self._run_load, args=(entry, future, reason, recheck),
-                         name=f"load-{entry.name}", daemon=True).start()
+        self._event(EventKind.LOAD_QUEUED, f"{entry.name}: load queued ({reason})", entry.name,
+                    reason=reason)
+        self._loaders.submit(self._run_load, entry, future, reason, recheck)
         return future
 
-    def _recheck_folder(self, entry: _Entry) -> None:
-        """Look at a failed model's folder again (on the load thread: it may scan the disk),
-        so a folder fixed since the failure loads on this retry."""
-        try:
-            fresh = self._catalog.resolve(entry.name)
-        except UnknownModel:
-            return
-        with self._lock:
-            entry.info = fresh
-
-    def _fail(self, entry: _Entry, error: ModelLoadError, kind: EventKind) -> ModelLoadError:
-        with self._lock:
-            entry.state = ModelState.FAILED
-            entry.error = str(error)
-            entry.loaded = None
-        self._emit(kind, str(error), entry.name, logging.WARNING)
-        return error
-
     def _run_load(self, entry: _Entry, future: Future[ModelView], reason: str, recheck: bool) -> None:
-        # Once running, a caller's future.cancel() fails: the load is shared by every waiter.
-        if not future.set_running_or_notify_cancel():
-            with self._lock:
-                entry.state = ModelState.NOT_LOADED
-            return
+        """On a loader thread: every path out resolves ``future`` (a load never hangs)."""
         outcome: ModelView | ModelLoadError
         try:
             if recheck:
                 self._recheck_folder(entry)
             outcome = self._load_and_report(entry, reason)
-        finally:
-            end_mlx_thread()
+        except ModelLoadError as exc:
+            outcome = exc
+        except BaseException as exc:  # noqa: BLE001 - any fault becomes a failed entry, not a hang
+            log.exception("unexpected load failure")
+            outcome = self._fail(entry, ModelLoadError(f"{entry.name}: {type(exc).__name__}: {exc}"),
+                                 EventKind.LOAD_FAILED)
         # Waiters go on only now, when this thread holds nothing of the model any more: an
         # eviction right after the load then frees all of it.
         if isinstance(outcome, ModelLoadError):
@@ -448,52 +538,97 @@ class ModelCache:
         else:
             future.set_result(outcome)
 
-    def _load_and_report(self, entry: _Entry, reason: str) -> ModelView | ModelLoadError:
-        """Admit, load and record one model; returns its view, or the error it failed with."""
+    def _recheck_folder(self, entry: _Entry) -> None:
+        """Look at a failed model's folder again (on the load thread: it reads the disk), so a
+        folder fixed since the failure loads on this retry."""
+        info = entry.info
+        if info.path is not None:
+            fresh = inspect_model_folder(info.name, info.path, info.source, info.target)
+        elif info.target is not None:
+            fresh = self._catalog.resolve_target(info.name, info.target)
+        else:
+            return
+        if fresh.key != info.key:
+            return  # an alias whose repo moved: the next catalogue scan re-points it
+        with self._lock:
+            entry.info = fresh
+
+    def _fail(self, entry: _Entry, error: ModelLoadError, kind: EventKind) -> ModelLoadError:
+        with self._locked():
+            entry.state = ModelState.FAILED
+            entry.error = str(error)
+            entry.worker = None
+            self._event(kind, str(error), entry.name, logging.WARNING)
+            if entry.info.source == "path":  # a path a request named: not listed once it fails
+                self._models.forget(entry.key)
+        return error
+
+    def _load_and_report(self, entry: _Entry, reason: str) -> ModelView:
+        """Admit, load and record one model; returns its view or raises ModelLoadError.
+
+        The admission lock is held only while planning and evicting, not while the weights are
+        read, so an emergency (or another admission) never waits for a load to finish.
+        """
         try:
             with self._admission:
                 victims = self._admit(entry)
                 self._finish_evictions(victims)
-                with self._lock:
+                with self._locked():
                     entry.state = ModelState.LOADING
                     entry.load_started_at = self._clock()
                     expected = self._expected_seconds(entry)
-                self._emit(
-                    EventKind.LOAD_STARTED,
-                    f"{entry.name}: loading {format_bytes(entry.info.estimated_bytes)}"
-                    + (f", about {expected:.1f} s" if expected else ""),
-                    entry.name, expected_seconds=expected,
-                )
+                    self._event(
+                        EventKind.LOAD_STARTED,
+                        f"{entry.name}: loading {format_bytes(entry.info.estimated_bytes)}"
+                        + (f", about {expected:.1f} s" if expected else ""),
+                        entry.name, expected_seconds=expected,
+                    )
             loaded = self._loader.load(entry.info)
         except ModelTooLarge as exc:
-            return self._fail(entry, exc, EventKind.REFUSED)
+            raise self._fail(entry, exc, EventKind.REFUSED) from None
         except ModelLoadError as exc:
-            return self._fail(entry, exc, EventKind.LOAD_FAILED)
-        except Exception as exc:  # noqa: BLE001 - any fault becomes a failed entry, not a crash
-            log.exception("unexpected load failure")
-            return self._fail(entry, ModelLoadError(f"{entry.name}: {type(exc).__name__}: {exc}"),
-                              EventKind.LOAD_FAILED)
-        with self._lock:
-            entry.loaded = loaded
-            entry.state = ModelState.LOADED
-            entry.loaded_at = self._clock()
-            entry.load_time_seconds = loaded.load_seconds
-            entry.weights_seconds = loaded.weights_seconds
-            entry.tokenizer_seconds = loaded.tokenizer_seconds
-            entry.resident_bytes = loaded.resident_bytes
-            if loaded.weights_seconds > 0 and loaded.resident_bytes:
-                speed = loaded.resident_bytes / loaded.weights_seconds
-                self._load_speed = speed if self._load_speed is None else 0.5 * (self._load_speed + speed)
-            view = self._view(entry)
-        tok = "tokenizer reused" if loaded.tokenizer_reused else f"tokenizer {loaded.tokenizer_seconds:.2f} s"
-        self._emit(
-            EventKind.LOADED,
-            f"{entry.name}: loaded in {loaded.load_seconds:.2f} s (weights "
-            f"{loaded.weights_seconds:.2f} s, {tok}), {format_bytes(loaded.resident_bytes)} ({reason})",
-            entry.name, load_time_seconds=loaded.load_seconds, resident_bytes=loaded.resident_bytes,
-        )
-        if self._store is not None:
-            self._store.record_load(entry.name, loaded.load_seconds)
+            raise self._fail(entry, exc, EventKind.LOAD_FAILED) from None
+        view = self._install(entry, loaded, reason)
+        if view is None:  # abandoned by an emergency: free it before anyone hears of it
+            why = entry.abandon
+            del loaded
+            self._loader.free()
+            raise self._fail(entry, ModelLoadError(f"{entry.name}: load abandoned ({why}); its "
+                                                   "memory was freed"), EventKind.LOAD_FAILED)
+        return view
+
+    def _install(self, entry: _Entry, loaded: LoadedModel, reason: str) -> ModelView | None:
+        """Give a freshly loaded model its worker; None when an emergency abandoned the load
+        (the caller frees it)."""
+        with self._locked():
+            abandoned = entry.abandon
+            view = None
+            if abandoned is None:
+                worker = GenerationWorker(entry.name, loaded.model, loaded.tokenizer, self._settings.engine)
+                worker.start(self._generation_threads)  # before anyone can lease or evict it
+                entry.worker = worker
+                entry.state = ModelState.LOADED
+                entry.loaded_at = self._clock()
+                entry.load_time_seconds = loaded.load_seconds
+                entry.weights_seconds = loaded.weights_seconds
+                entry.tokenizer_seconds = loaded.tokenizer_seconds
+                entry.resident_bytes = loaded.resident_bytes
+                if loaded.weights_seconds > 0 and loaded.resident_bytes:
+                    speed = loaded.resident_bytes / loaded.weights_seconds
+                    self._load_speed = speed if self._load_speed is None else 0.5 * (self._load_speed + speed)
+                view = self._view(entry)
+                tok = ("tokenizer reused" if loaded.tokenizer_reused
+                       else f"tokenizer {loaded.tokenizer_seconds:.2f} s")
+                self._event(
+                    EventKind.LOADED,
+                    f"{entry.name}: loaded in {loaded.load_seconds:.2f} s (weights "
+                    f"{loaded.weights_seconds:.2f} s, {tok}), {format_bytes(loaded.resident_bytes)} ({reason})",
+                    entry.name, load_time_seconds=loaded.load_seconds, resident_bytes=loaded.resident_bytes,
+                )
+        if view is None:
+            return None
+        if self._usage is not None:
+            self._usage.record_load(entry.name, loaded.load_seconds)
         return view
 
     def _admit(self, entry: _Entry) -> list[_Victim]:
@@ -501,12 +636,11 @@ class ModelCache:
         if not entry.info.loadable:
             raise ModelLoadError(f"{entry.name}: {entry.info.problem}")
         snap = self.memory(fresh=True)
-        with self._lock:
-            in_flight = sum(
-                e.info.estimated_bytes for e in self._entries.values()
-                if e.state is ModelState.LOADING and e is not entry
-            )
-            loaded = [e.stats() for e in self._entries.values() if e.state is ModelState.LOADED]
+        with self._locked():
+            entries = self._models.entries()
+            in_flight = sum(e.info.estimated_bytes for e in entries
+                            if e.state is ModelState.LOADING and e is not entry)
+            loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]
             plan = plan_admission(
                 entry.info.estimated_bytes, loaded, snap.used_bytes + in_flight, snap.total_bytes,
                 self.thresholds, get_policy(self._settings.cache.policy), self._clock(),
@@ -517,152 +651,186 @@ class ModelCache:
                                     freeable_bytes=plan.freeable_bytes,
                                     used_bytes=snap.used_bytes, total_bytes=snap.total_bytes)
             reason = f"making room for {entry.name}"
-            return [v for v in (self._take(self._entries[n], reason) for n in plan.evict) if v]
+            by_name = {e.name: e for e in entries}
+            return [v for v in (self._begin_eviction(by_name[n], reason) for n in plan.evict) if v]
 
     # -- using -----------------------------------------------------------------------------------
-    def acquire(self, name: str, timeout: float | None = None) -> Lease:
-        """A lease on ``name``, loading it first if needed; counts as one use.
+    def acquire(self, name: str, timeout: float | None = None, *, allow_paths: bool = True) -> Lease:
+        """A lease on ``name``, loading it first if needed; counts as one use once the lease
+        is held (a request that fails to get one is not counted).
 
         Blocks until the model is loaded (call it from a worker thread, never an event loop).
         Raises :class:`UnknownModel`, :class:`ModelLoadError` or :class:`ModelTooLarge`.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        entry = self._entry(name)
-        now = self._clock()
-        with self._lock:
-            entry.use_count += 1
-            entry.last_used = now
-            entry.recent_uses.append(now)
-            uses = entry.use_count
-        if self._store is not None:
-            self._store.record_use(entry.name, now)
-            with self._lock:
-                self._lifetime_uses[entry.name] = self._lifetime_uses.get(entry.name, 0) + 1
-        self._emit(EventKind.USED, f"{entry.name}: use #{uses}", entry.name, use_count=uses)
+        entry = self._entry(name, allow_paths)
         while True:
-            with self._lock:
-                if entry.state is ModelState.LOADED and entry.loaded is not None:
-                    entry.leases += 1
-                    return Lease(self, entry.name, entry.loaded)
+            with self._locked():
+                if entry.state is ModelState.LOADED and entry.worker is not None:
+                    lease = self._lease(entry)
+                    break
                 future = self._start_load(entry, "request")
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             future.result(timeout=remaining)
+        if self._usage is not None:
+            self._usage.record_use(entry.name, entry.last_used)
+        return lease
 
-    def _release(self, name: str) -> None:
-        with self._lock:
-            entry = self._entries[name]
+    def _lease(self, entry: _Entry) -> Lease:
+        """Under the lock: hold ``entry`` and count the use."""
+        assert entry.worker is not None
+        now = self._clock()
+        entry.leases += 1
+        entry.use_count += 1
+        entry.last_used = now
+        entry.recent_uses.append(now)
+        self._lifetime_uses[entry.name] = self._lifetime_uses.get(entry.name, 0) + 1
+        self._event(EventKind.USED, f"{entry.name}: use #{entry.use_count}", entry.name,
+                    use_count=entry.use_count)
+        return Lease(self, entry, entry.worker)
+
+    def _release(self, entry: _Entry) -> None:
+        with self._locked():
             entry.leases -= 1
             leases = entry.leases
             victim = None
             if entry.leases == 0 and entry.evict_when_idle:
-                victim = self._take(entry, "deferred clean-up, request finished")
-        self._emit(EventKind.RELEASED, f"{name}: request finished ({leases} still in use)", name,
-                   logging.DEBUG, in_use=leases)
+                victim = self._begin_eviction(entry, "deferred clean-up, request finished")
+            self._event(EventKind.RELEASED, f"{entry.name}: request finished ({leases} still in use)",
+                        entry.name, logging.DEBUG, in_use=leases)
         if victim:
             self._finish_evictions([victim])
 
     # -- evicting --------------------------------------------------------------------------------
-    def _take(self, entry: _Entry, reason: str) -> _Victim | None:
-        """Under the lock: move a loaded, idle model to ``evicting`` and drop the cache's
-        reference to it. Nothing else holds one (leases drop theirs on release), so the
-        memory is garbage once :meth:`_finish_evictions` collects."""
-        if entry.state is not ModelState.LOADED or entry.loaded is None:
+    def _begin_eviction(self, entry: _Entry, reason: str) -> _Victim | None:
+        """Under the lock: move a loaded, idle model to ``evicting`` and take its worker (the
+        only holder of the model: leases drop theirs on release), so the memory is garbage once
+        :meth:`_finish_evictions` stops the worker and collects. A model in use is only marked,
+        to go when its last request ends."""
+        if entry.state is not ModelState.LOADED or entry.worker is None:
             return None
         if entry.leases > 0:
             if not entry.evict_when_idle:
                 entry.evict_when_idle = True
-                self._emit(EventKind.EVICTION_DEFERRED,
-                           f"{entry.name}: in use, will unload when its request ends ({reason})",
-                           entry.name, reason=reason)
+                self._event(EventKind.EVICTION_DEFERRED,
+                            f"{entry.name}: in use, will unload when its request ends ({reason})",
+                            entry.name, reason=reason)
             return None
-        freed = entry.loaded.resident_bytes
-        entry.loaded = None
+        worker, entry.worker = entry.worker, None
         entry.state = ModelState.EVICTING
         entry.evict_when_idle = False
-        return _Victim(entry, freed, reason)
+        return _Victim(entry, worker, entry.resident_bytes, reason)
 
     def _finish_evictions(self, victims: list[_Victim]) -> None:
-        """Outside the lock: return the memory to the system, then report."""
+        """Without the lock: stop each worker (it drops the model on its own thread), return the
+        memory to the system (gc, MLX's buffer pool, malloc_trim), then report."""
         if not victims:
             return
-        self._loader.free()  # gc.collect() + mx.clear_cache(): the memory really goes back
         for victim in victims:
-            entry = victim.entry
-            with self._lock:
+            if victim.worker is not None:
+                victim.worker.stop()
+        del victim
+        self._loader.free()
+        with self._locked():
+            for victim in victims:
+                entry = victim.entry
                 if entry.state is ModelState.EVICTING:
                     entry.state = ModelState.NOT_LOADED
                     entry.resident_bytes = 0
-            self._emit(EventKind.EVICTED,
-                       f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})",
-                       entry.name, reason=victim.reason, freed_bytes=victim.freed_bytes)
+                self._event(EventKind.EVICTED,
+                            f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})",
+                            entry.name, reason=victim.reason, freed_bytes=victim.freed_bytes)
 
-    def evict(self, name: str, reason: str = "asked by user") -> bool:
-        """Unload ``name`` now; if it is in use, when its request ends. True if unloaded now."""
-        entry = self._entry(name)
-        with self._lock:
-            victim = self._take(entry, reason)
+    def evict(self, name: str, reason: str = "asked by user", *, idle_since: float | None = None,
+              allow_paths: bool = True) -> bool:
+        """Unload ``name`` now; if it is in use, when its request ends. True if unloaded now.
+
+        With ``idle_since``, only a model idle since then is unloaded (and an in-use one is left
+        alone): the monitor's idle unload, which must not race a request that just began.
+        """
+        entry = self._entry(name, allow_paths)
+        with self._locked():
+            if idle_since is not None and (entry.leases > 0 or max(entry.last_used, entry.loaded_at) > idle_since):
+                return False
+            victim = self._begin_eviction(entry, reason)
         self._finish_evictions([victim] if victim else [])
         return victim is not None
 
-    def pin(self, name: str, pinned: bool = True) -> None:
+    def pin(self, name: str, pinned: bool = True, *, allow_paths: bool = True) -> None:
         """A pinned model survives normal clean-ups and admission (not an emergency)."""
-        entry = self._entry(name)
-        with self._lock:
+        entry = self._entry(name, allow_paths)
+        with self._locked():
             entry.pinned = pinned
-        kind = EventKind.PINNED if pinned else EventKind.UNPINNED
-        self._emit(kind, f"{name}: {'pinned' if pinned else 'unpinned'}", name)
+            kind = EventKind.PINNED if pinned else EventKind.UNPINNED
+            self._event(kind, f"{entry.name}: {'pinned' if pinned else 'unpinned'}", entry.name)
+
+    def set_idle_unload(self, name: str, seconds: float | None, *, allow_paths: bool = True) -> None:
+        """This model's own idle unload (Ollama's ``keep_alive``); None goes back to
+        ``[cache].idle_unload_seconds``; 0 means never."""
+        entry = self._entry(name, allow_paths)
+        with self._locked():
+            entry.idle_unload = seconds
 
     def cleanup(self, level: str = "normal", reason: str = "asked by user") -> CleanupPlan:
-        """Run a clean-up now as if memory were at the warning (or emergency) threshold."""
+        """Run a clean-up now as if memory were at the warning (or emergency) threshold; the
+        event says what was asked and at which real figure, never the pretended one."""
         snap = self.memory(fresh=True)
         forced = snap.total_bytes if level == "emergency" else int(
             max(snap.used_bytes, self.thresholds.warning * snap.total_bytes + 1))
-        return self._run_cleanup(replace(snap, used_bytes=min(forced, snap.total_bytes)), reason)
+        asked = f"{reason} at {snap.used_fraction:.0%} memory"
+        return self._run_cleanup(replace(snap, used_bytes=min(forced, snap.total_bytes)), asked,
+                                 manual=True)
 
-    def _run_cleanup(self, snap: MemorySnapshot, reason: str | None = None) -> CleanupPlan:
+    def _run_cleanup(self, snap: MemorySnapshot, reason: str | None = None, manual: bool = False) -> CleanupPlan:
         m = self._settings.memory
-        with self._lock:
-            loaded = [e.stats() for e in self._entries.values() if e.state is ModelState.LOADED]
-            plan = plan_cleanup(
-                loaded, snap.used_bytes, snap.total_bytes, self.thresholds,
-                get_policy(self._settings.cache.policy), self._clock(),
-                keep=m.keep_on_cleanup, mode=m.cleanup,  # type: ignore[arg-type]
-            )
+        mode: CleanupMode = m.cleanup
+        with self._locked():
+            entries = self._models.entries()
+            loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]
+            plan = plan_cleanup(loaded, snap.used_bytes, snap.total_bytes, self.thresholds,
+                                get_policy(self._settings.cache.policy), self._clock(),
+                                keep=m.keep_on_cleanup, mode=mode)
+            if plan.level == "emergency":
+                self._abandon_loads(entries, snap)
             if not plan.level:
+                if manual:
+                    plan = replace(plan, reason=_nothing_to_unload(loaded, m.keep_on_cleanup, reason))
+                    self._event(EventKind.CLEANUP, plan.reason, cleanup="none", evict=[], deferred=[],
+                                kept=[s.name for s in loaded])
                 return plan
             why = f"{plan.level} clean-up" + (f", {reason}" if reason else "")
-            victims = [v for v in (self._take(self._entries[n], why) for n in plan.evict) if v]
+            by_name = {e.name: e for e in entries}
+            victims = [v for v in (self._begin_eviction(by_name[n], why) for n in plan.evict) if v]
             for name in plan.deferred:
-                self._take(self._entries[name], why)
-        self._emit(EventKind.CLEANUP, plan.reason + (f" ({reason})" if reason else ""),
-                   level=logging.WARNING, cleanup=plan.level, evict=list(plan.evict),
-                   deferred=list(plan.deferred), kept=list(plan.kept))
+                self._begin_eviction(by_name[name], why)
+            message = _cleanup_message(plan, reason, manual)
+            plan = replace(plan, reason=message)
+            self._event(EventKind.CLEANUP, message, level=logging.WARNING, cleanup=plan.level,
+                        evict=list(plan.evict), deferred=list(plan.deferred), kept=list(plan.kept))
         self._finish_evictions(victims)
         return plan
 
-    def _idle_victims(self) -> list[_Victim]:
-        idle = self._settings.cache.idle_unload_seconds
-        if idle <= 0:
-            return []
-        now = self._clock()
-        with self._lock:
-            found = [
-                e for e in self._entries.values()
-                if e.state is ModelState.LOADED and not e.pinned and e.leases == 0
-                and now - max(e.last_used, e.loaded_at) >= idle
-            ]
-            return [v for v in (self._take(e, f"idle for {idle:g} s") for e in found) if v]
+    def _abandon_loads(self, entries: list[_Entry], snap: MemorySnapshot) -> None:
+        """Under the lock, in an emergency: loads under way are dropped when they return."""
+        for e in entries:
+            if e.state in (ModelState.LOADING, ModelState.QUEUED) and e.abandon is None:
+                e.abandon = f"emergency clean-up at {snap.used_fraction:.0%} memory"
+                self._event(EventKind.CLEANUP, f"{e.name}: load under way will be dropped ({e.abandon})",
+                            e.name, logging.WARNING, cleanup="emergency", evict=[], deferred=[], kept=[])
 
     def check_memory(self) -> MemorySnapshot:
-        """One monitor step: read memory, clean up past a threshold, unload idle models."""
+        """Read memory now and clean up past a threshold (the monitor calls this each poll)."""
         snap = self.memory(fresh=True)
         self._emit(EventKind.MEMORY, f"memory {snap.used_fraction:.1%}", snapshot=snap)
         plan = self._run_cleanup(snap)
-        victims = self._idle_victims()
-        self._finish_evictions(victims)
-        if plan.evict or victims:
-            snap = self.memory(fresh=True)  # show the drop at once
-            self._emit(EventKind.MEMORY, f"memory {snap.used_fraction:.1%}", snapshot=snap)
+        if plan.evict:
+            self.report_memory()
+        return snap
+
+    def report_memory(self) -> MemorySnapshot:
+        """Take and announce a fresh reading (after an unload, so the gauge shows the drop)."""
+        snap = self.memory(fresh=True)
+        self._emit(EventKind.MEMORY, f"memory {snap.used_fraction:.1%}", snapshot=snap)
         return snap
 
     # -- settings ---------------------------------------------------------------------------------
@@ -693,62 +861,44 @@ class ModelCache:
                    level=logging.WARNING, error=str(error))
 
     # -- lifetime --------------------------------------------------------------------------------
-    def start(self, preload: bool = True) -> None:
-        """Start the memory monitor (and the preloads) in background threads."""
-        if self._monitor is not None:
-            return
-        self._stop.clear()
-        self._monitor = threading.Thread(target=self._monitor_loop, name="memory-monitor", daemon=True)
-        self._monitor.start()
-        if preload:
-            threading.Thread(target=self.preload, name="preload", daemon=True).start()
-
-    def _monitor_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check_memory()
-            except Exception:  # the monitor must keep running whatever one step meets
-                log.exception("memory monitor step failed")
-            self._stop.wait(self._settings.memory.poll_seconds)
-
-    def preload_names(self) -> list[str]:
-        """``[cache].preload`` then the ``preload_popular`` most used models of past sessions."""
-        names = list(self._settings.cache.preload)
-        popular = self._settings.cache.preload_popular
-        if popular and self._store is not None:
-            for name in self._store.most_used(popular + len(names)):
-                if name not in names and len(names) < len(self._settings.cache.preload) + popular:
-                    names.append(name)
-        return names
-
-    def preload(self) -> None:
-        """Load the preload list in order, each only while memory is below
-        ``background_load_below``; logs "preloaded NAME in S s" or why not."""
-        limit = self._settings.memory.background_load_below
-        for name in self.preload_names():
-            if self._stop.is_set():
-                return
-            snap = self.memory(fresh=True)
-            if snap.used_fraction >= limit:
-                self._emit(EventKind.PRELOAD,
-                           f"could not preload {name}: memory {snap.used_fraction:.0%} >= "
-                           f"background_load_below {limit:.0%}", name, logging.WARNING, ok=False)
-                continue
-            try:
-                view = self.load(name, reason="preload").result()
-            except (ModelLoadError, UnknownModel) as exc:
-                self._emit(EventKind.PRELOAD, f"could not preload {name}: {exc}", name,
-                           logging.WARNING, ok=False)
-                continue
-            self._emit(EventKind.PRELOAD, f"preloaded {name} in {view.load_time_seconds:.2f} s",
-                       name, ok=True)
-
     def close(self) -> None:
-        """Stop the monitor and unload every idle model (memory goes back at once)."""
-        self._stop.set()
-        if self._monitor is not None:
-            self._monitor.join(timeout=5)
-            self._monitor = None
-        with self._lock:
-            victims = [v for v in (self._take(e, "closing") for e in self._entries.values()) if v]
+        """Unload every idle model (memory goes back at once) and write the statistics."""
+        with self._locked():
+            self._closed = True
+            victims = [v for v in (self._begin_eviction(e, "closing") for e in self._models.entries()) if v]
         self._finish_evictions(victims)
+        if self._usage is not None:
+            self._usage.close()
+
+
+def _cleanup_message(plan: CleanupPlan, reason: str | None, manual: bool) -> str:
+    """What a clean-up did, in words; a manual one says what was asked, not invented figures."""
+    if not manual:
+        return plan.reason + (f" ({reason})" if reason else "")
+    parts = [f"{plan.level} clean-up {reason}"]
+    if plan.evict:
+        parts.append(f"unloading {', '.join(plan.evict)}")
+    if plan.deferred:
+        parts.append(f"{', '.join(plan.deferred)} when {'its' if len(plan.deferred) == 1 else 'their'} "
+                     "request ends")
+    if plan.kept:
+        parts.append(f"keeping {', '.join(plan.kept)}")
+    return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
+
+
+def _nothing_to_unload(loaded: list[EntryStats], keep: int, reason: str | None) -> str:
+    """Why a clean-up asked for by hand unloaded nothing."""
+    asked = f"clean-up {reason}" if reason else "clean-up"
+    if not loaded:
+        return f"{asked}: nothing to unload, no model is loaded"
+    why = []
+    pinned = [s.name for s in loaded if s.pinned]
+    busy = [s.name for s in loaded if s.in_use and not s.pinned]
+    rest = [s.name for s in loaded if not s.pinned and not s.in_use]
+    if pinned:
+        why.append(f"{', '.join(pinned)} {'is' if len(pinned) == 1 else 'are'} pinned")
+    if busy:
+        why.append(f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} in use")
+    if rest:
+        why.append(f"{', '.join(rest)} kept by keep_on_cleanup = {keep}")
+    return f"{asked}: nothing unloaded: " + "; ".join(why)

@@ -1,13 +1,23 @@
-"""Events the cache emits: every load, eviction, refusal and memory reading, with its reason."""
+"""Events the cache emits: every load, eviction, refusal and memory reading, with its reason.
+
+:class:`EventOutbox` is how they travel: the cache queues events while it holds its lock and
+delivers them after releasing it, in the order they were queued. A listener is therefore free
+to call back into the cache, from its own thread or any other.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
-__all__ = ["EventKind", "CacheEvent", "Listener"]
+__all__ = ["EventKind", "CacheEvent", "Listener", "EventOutbox"]
+
+log = logging.getLogger("mlx_tui.cache")
 
 
 class EventKind(str, Enum):
@@ -26,6 +36,7 @@ class EventKind(str, Enum):
     PRELOAD = "preload"
     MEMORY = "memory"
     SETTINGS = "settings"
+    PROMPT_CACHE = "prompt_cache"
 
 
 @dataclass(frozen=True)
@@ -41,3 +52,59 @@ class CacheEvent:
 
 Listener = Callable[[CacheEvent], None]
 """Called from the thread where the event happened: never touch widgets directly from it."""
+
+
+class EventOutbox:
+    """Queues events under the owner's lock; :meth:`deliver` sends them after it is released.
+
+    Delivery never blocks a caller: the thread that finds no delivery under way delivers
+    everything queued (its own events and any queued meanwhile by other threads) in queue
+    order; a thread that finds one under way returns at once and its events go out with that
+    run. So events reach listeners in the order they happened, a listener may call the cache
+    (which queues and delivers more) from any thread, and no lock is held while it runs.
+    """
+
+    def __init__(self) -> None:
+        self._queue: deque[CacheEvent] = deque()
+        self._queue_lock = threading.Lock()
+        self._delivering = threading.Lock()
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._queue_lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._queue_lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def put(self, event: CacheEvent) -> None:
+        """Queue ``event`` (cheap; call it under the owner's lock)."""
+        with self._queue_lock:
+            self._queue.append(event)
+
+    def deliver(self) -> None:
+        """Send every queued event to every listener, in order (call with no lock held)."""
+        while True:
+            if not self._delivering.acquire(blocking=False):
+                return  # the thread delivering now takes ours too
+            try:
+                while True:
+                    with self._queue_lock:
+                        if not self._queue:
+                            break
+                        event = self._queue.popleft()
+                        listeners = list(self._listeners)
+                    for listener in listeners:
+                        try:
+                            listener(event)
+                        except Exception:  # a broken listener must not break the cache
+                            log.exception("event listener failed")
+            finally:
+                self._delivering.release()
+            with self._queue_lock:
+                if not self._queue:  # nothing came in between the last pop and the release
+                    return

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .catalog import ModelInfo
 
-__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader", "end_mlx_thread"]
+__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader"]
 
 
 class ModelLoadError(RuntimeError):
@@ -70,10 +70,12 @@ def _explain(info: ModelInfo, exc: BaseException) -> str:
 
 
 class MlxLoader:
-    """Loads MLX models with ``mlx_lm`` from local folders; thread-safe.
+    """Loads MLX models with ``mlx_lm`` from local folders; thread-safe. The cache calls
+    :meth:`load` on its loader pool (long-lived MLX threads), never on a thread of its own.
 
     Owns the tokenizer cache (by folder). Call :meth:`free` after dropping every reference to a
-    model: it runs ``gc.collect()`` then ``mx.clear_cache()`` so memory really returns.
+    model: it runs ``gc.collect()``, ``mx.clear_cache()`` (MLX's buffer pool) and, on Linux,
+    ``malloc_trim`` so memory really returns.
     """
 
     def __init__(self) -> None:
@@ -116,10 +118,6 @@ class MlxLoader:
             raise ModelLoadError(error)
         return LoadedModel(model, tokenizer, resident, weights_seconds, tokenizer_seconds, reused)
 
-    def forget_tokenizer(self, path: Path) -> None:
-        with self._lock:
-            self._tokenizers.pop(path, None)
-
     def free(self) -> None:
         gc.collect()
         mx = sys.modules.get("mlx.core")
@@ -145,17 +143,6 @@ def _freeze_long_lived_objects() -> None:
         _frozen = True
         gc.collect()
         gc.freeze()
-
-
-def end_mlx_thread() -> None:
-    """Call at the end of a short-lived thread that ran MLX work (a load, a generation).
-
-    MLX keeps streams per thread; a thread that ends without releasing them can make the
-    process abort at exit ("terminate called without an active exception").
-    """
-    mx = sys.modules.get("mlx.core")
-    if mx is not None and hasattr(mx, "clear_streams"):
-        mx.clear_streams()
 
 
 def _trim_malloc_arenas() -> None:

@@ -23,6 +23,7 @@ from .catalog import Catalog
 from .chat import ChatEngine
 from .loader import MlxLoader, ModelLoader
 from .memory import MemoryProbe, SystemMemoryProbe
+from .monitor import CacheMonitor
 from .settings import SettingsChange, SettingsListener, SettingsStore, find_settings_path
 from .store import Store, default_db_path
 
@@ -49,6 +50,9 @@ class Runtime:
     store: Store
     cache: ModelCache
     chat: ChatEngine
+    monitor: CacheMonitor
+    problems: list[str] = field(default_factory=list)
+    """What went wrong at start that a front end should show (an unwritable database...)."""
     _subscriptions: list[_Subscription] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
@@ -103,7 +107,7 @@ class Runtime:
     # -- lifetime --------------------------------------------------------------------------------
     def start(self, preload: bool = True) -> None:
         """Start the cache's monitor (and preloads) and the settings watch."""
-        self.cache.start(preload=preload)
+        self.monitor.start(preload=preload)
         if self._watcher is None:
             self._stop.clear()
             self._watcher = threading.Thread(target=self._watch, name="settings-watch", daemon=True)
@@ -115,6 +119,7 @@ class Runtime:
             self._watcher.join(timeout=5)
             self._watcher = None
         self._unsubscribe_store()
+        self.monitor.stop()
         self.cache.close()
         self.store.close()
 
@@ -125,13 +130,24 @@ def build_runtime(
     db_path: Path | str | None = None,
     probe: MemoryProbe | None = None,
     loader: ModelLoader | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> Runtime:
     """Find and read settings, open the store, and build the cache (not started yet)."""
     path, source = find_settings_path(settings_path)
     settings_store = SettingsStore(path, source)
     if settings_store.error is not None:
         log.warning("%s; using defaults until it is fixed", settings_store.error)
-    store = Store(db_path if db_path is not None else default_db_path())
+    problems: list[str] = []
+    path_db = db_path if db_path is not None else default_db_path()
+    try:
+        store = Store(path_db)
+    except Exception as exc:  # noqa: BLE001 - the app runs without statistics, and says so
+        problem = (f"the database {path_db} cannot be opened ({type(exc).__name__}: {exc}); "
+                   "running with statistics and saved chats off until restart (use --db to "
+                   "pick a writable file)")
+        log.warning("%s", problem)
+        problems.append(problem)
+        store = Store(":memory:")
     settings = settings_store.settings
     cache = ModelCache(
         settings,
@@ -139,5 +155,7 @@ def build_runtime(
         probe or SystemMemoryProbe(),
         store=store,
         catalog=Catalog(settings),
+        **({"clock": clock} if clock is not None else {}),
     )
-    return Runtime(settings_store, store, cache, ChatEngine(cache))
+    return Runtime(settings_store, store, cache, ChatEngine(cache), CacheMonitor(cache, store),
+                   problems)

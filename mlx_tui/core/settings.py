@@ -101,7 +101,7 @@ class EngineSettings:
     max_prompt_tokens: int = 32768
     max_tokens: int = 8192
     max_messages: int = 1000
-    loader_threads: int = 1
+    loader_threads: int = 2
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ class ChatRequest:
     params: GenerationParams
     stream: bool = False
     include_usage: bool = False
+    tools: tuple[dict[str, Any], ...] = ()
+    allow_paths: bool = False
+    label: str = "api"
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> "ChatRequest":
