@@ -5,7 +5,9 @@ section. They run in the order of :data:`MODULES`, one after the other in this p
 report (machine, date, command, a summary, then every section) is rewritten after each one, so
 an interrupted run still leaves what it measured. A module that raises gets a section saying
 so and why, the others still run, and the exit code is 1. A module that does not exist yet is
-reported as not yet available (not a failure).
+reported as not yet available (not a failure). A module with ``skip_reason()`` that returns a
+reason (``gpu_memory`` where there is no CUDA device) is not run: it is reported as skipped,
+with the section it last recorded (``recorded_section()``), so a CPU run keeps the GPU figures.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .common import go_offline
 
 go_offline()  # benchmarks never touch the network
 
-MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open")
+MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open",
+                            "gpu_memory")
 """Benchmark modules of this package, in the order they run and appear in the report."""
 
 TITLES = {
@@ -37,6 +40,7 @@ TITLES = {
     "overheads": "Overheads against bare mlx-lm",
     "responsiveness": "Responsiveness",
     "costs_of_being_open": "Costs of being open",
+    "gpu_memory": "GPU device memory",
 }
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -142,6 +146,12 @@ def run_module(name: str, quick: bool) -> Outcome:
         return Outcome(name, "failed", _failed_section(name, exc), time.perf_counter() - started)
     except Exception as exc:  # noqa: BLE001 - a broken module is reported, the run goes on
         return Outcome(name, "failed", _failed_section(name, exc), time.perf_counter() - started)
+    skip = getattr(module, "skip_reason", None)
+    reason = skip() if skip else None
+    if reason:
+        recorded = getattr(module, "recorded_section", lambda: f"## {TITLES.get(name, name)}\n")
+        return Outcome(name, f"skipped: {reason}", recorded().rstrip() + "\n",
+                       time.perf_counter() - started)
     try:
         runner = getattr(module, "run")
         section = runner(quick=quick)
