@@ -59,6 +59,11 @@ def fresh_model(tmp_path: Path, model_factory: Callable[..., Path]) -> Callable[
     return make
 
 
+MLX_THREAD_SLACK = 64
+"""Bytes MLX may still hold after every model is gone: each long-lived MLX thread (a loader,
+a model's worker) keeps its own random key, 8 bytes, for the life of the process."""
+
+
 def make_settings(models: dict[str, str], **sections: dict[str, Any]) -> Settings:
     """Settings with only ``models`` known (no folder or Hugging Face scans, no preload)."""
     data: dict[str, Any] = {

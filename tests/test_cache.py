@@ -25,7 +25,7 @@ from mlx_tui.core.memory import FixedMemoryProbe, SystemMemoryProbe
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.devtools.modelgen import corrupt_model
 
-from .conftest import ManualClock, SteadyLoader, make_settings
+from .conftest import MLX_THREAD_SLACK, ManualClock, SteadyLoader, make_settings
 
 SEED_MODELS = ("qwen2.5-coder-32b", "phi3.5-mini-4k", "deepseek-r1-70b")
 HI = [ChatMessage("user", "Hello there")]
@@ -123,9 +123,7 @@ def test_evicting_really_returns_mlx_memory(seed_runtime: Runtime) -> None:
     size = cache.get("qwen2.5-coder-32b").resident_bytes
     assert mx.get_active_memory() >= base + size
     assert cache.evict("qwen2.5-coder-32b")
-    # Every byte of the model goes back; what may stay is the few bytes of MLX's random key
-    # that each long-lived MLX thread (the loader, the model's worker) keeps for itself.
-    assert mx.get_active_memory() < base + 64, "gc.collect() + mx.clear_cache() gave it back"
+    assert mx.get_active_memory() <= base + MLX_THREAD_SLACK, "gc.collect() + mx.clear_cache() gave it back"
     assert mx.get_cache_memory() == 0
 
 
@@ -178,18 +176,17 @@ def test_load_in_one_thread_generate_in_another_while_a_second_load_runs(
     assert loaded.state is ModelState.LOADED
 
     second = cache.load("wide")  # a second load on another thread, running while we generate
-    replies: list[str] = []
+    replies: list[tuple[str, int]] = []
 
     def generate() -> None:
         text, stats = runtime.chat.complete("small", HI, GenerationParams(max_tokens=16, temperature=0))
-        replies.append(text)
-        assert stats.tokens > 0
+        replies.append((text, stats.tokens))  # checked below: an assert here could not fail the test
 
     worker = threading.Thread(target=generate)
     worker.start()
     worker.join(timeout=120)
     assert second.result(timeout=120).state is ModelState.LOADED
-    assert len(replies) == 1
+    assert len(replies) == 1 and replies[0][1] > 0
     text, _ = runtime.chat.complete("wide", HI, GenerationParams(max_tokens=4, temperature=0))
     assert isinstance(text, str)
 
@@ -252,7 +249,7 @@ def test_a_broken_model_fails_clearly_and_the_others_stay_loaded(
     assert view.state is ModelState.FAILED
     assert view.error and "broken" in view.error and str(caught.value) == view.error
     assert cache.get("good").state is ModelState.LOADED
-    assert mx.get_active_memory() <= active, "the partial load's memory was freed"
+    assert mx.get_active_memory() <= active + MLX_THREAD_SLACK, "the partial load's memory was freed"
 
 
 def test_a_fixed_folder_loads_on_the_next_request(

@@ -453,12 +453,13 @@ class ModelCache:
         An alias always points where settings.toml says: a model that lost its alias keeps its
         other names (or gets one from its folder), and is dropped when it is not loaded.
         """
-        found = self._catalog.scan()
+        found = self._catalog.scan_all()
         aliases = set(self._settings.models) | {"demo"}
         with self._locked():
             busy = (ModelState.LOADED, ModelState.LOADING, ModelState.QUEUED, ModelState.EVICTING)
             refreshed = self._models.rebuild(
-                ((info, name in aliases) for name, info in found.items()),
+                ((info, info.source in ("alias", "demo") or (info.name in aliases and info.target))
+                 for info in found),
                 keep=lambda e: e.state in busy or e.info.source == "path",
                 make=_Entry,
             )
@@ -790,7 +791,7 @@ class ModelCache:
             plan = plan_cleanup(loaded, snap.used_bytes, snap.total_bytes, self.thresholds,
                                 get_policy(self._settings.cache.policy), self._clock(),
                                 keep=m.keep_on_cleanup, mode=mode)
-            if plan.level == "emergency":
+            if snap.used_fraction >= self.thresholds.emergency:
                 self._abandon_loads(entries, snap)
             if not plan.level:
                 if manual:

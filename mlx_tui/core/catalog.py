@@ -349,13 +349,18 @@ class Catalog:
             if "config.json" in names and any(n.endswith(".safetensors") for n in names):
                 yield inspect_model_folder(repo.repo_id, latest.snapshot_path, "huggingface", repo.repo_id)
 
+    def scan_all(self) -> list[ModelInfo]:
+        """Every model this machine has, aliases first, then ``demo``, folders and HF; two
+        folders with one name are both listed (the cache tells them apart by folder)."""
+        found = [self.resolve_target(alias, target) for alias, target in self.settings.models.items()]
+        if "demo" not in self.settings.models:
+            found.append(self.resolve_target("demo", "demo"))
+        return [*found, *self._folder_models(), *self._hf_models()]
+
     def scan(self) -> dict[str, ModelInfo]:
-        """Every model this machine has, by name (aliases first, then folders, then HF)."""
+        """Every model this machine has, by name (the first of each name: aliases first)."""
         found: dict[str, ModelInfo] = {}
-        for alias, target in self.settings.models.items():
-            found[alias] = self.resolve_target(alias, target)
-        found.setdefault("demo", self.resolve_target("demo", "demo"))
-        for info in (*self._folder_models(), *self._hf_models()):
+        for info in self.scan_all():
             found.setdefault(info.name, info)
         return found
 

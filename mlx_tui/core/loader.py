@@ -86,6 +86,11 @@ class MlxLoader:
         if not info.loadable:
             raise ModelLoadError(f"{info.name}: {info.problem}")
         assert info.path is not None
+        try:
+            str(info.path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ModelLoadError(f"{info.name}: the folder's name is not valid UTF-8, which MLX "
+                                 "cannot open; rename the folder") from None
         import mlx.core as mx
         from mlx.utils import tree_flatten
         from mlx_lm.utils import load_model, load_tokenizer

@@ -53,6 +53,7 @@ class Finished:
     decode_seconds: float
     queued_seconds: float
     generated: tuple[int, ...] = ()
+    prefilled_tokens: int = 0  # prompt tokens actually processed (the rest came from a cache)
 
 
 @dataclass(eq=False)

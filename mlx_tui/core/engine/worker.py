@@ -69,6 +69,7 @@ class _Active:
     stops: StopMatcher
     cached: int
     started_at: float
+    prefilled: int = 0  # prompt tokens this request had processed (beyond the cached ones)
     first_token_at: float | None = None
     generated: list[int] = field(default_factory=list)
     done: bool = False
@@ -96,11 +97,17 @@ class GenerationWorker:
         self._thread: MlxThread | None = None
         self._done: Future[None] | None = None
         self._eos = tuple(sorted(getattr(tokenizer, "eos_token_ids", ()) or ()))
+        self._peak_batch = 0
 
     # -- any thread ------------------------------------------------------------------------------
     def start(self, threads: MlxThreadPool) -> None:
         """Run the worker on a thread of ``threads`` (a reused one when one is idle)."""
         self._thread, self._done = threads.run(self._run)
+
+    @property
+    def peak_batch(self) -> int:
+        """The most requests this worker has had in one batch (for tests and figures)."""
+        return self._peak_batch
 
     @property
     def in_flight(self) -> int:
@@ -178,7 +185,7 @@ class GenerationWorker:
                 if not active:
                     continue
                 try:
-                    _, responses = generator.next()
+                    progress, responses = generator.next()
                 except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving
                     log.exception("%s: generation step failed", self.name)
                     for item in list(active.values()):
@@ -187,6 +194,11 @@ class GenerationWorker:
                     generator.close()
                     generator = self._new_generator(BatchGenerator, stream)
                     continue
+                for p in progress:
+                    item = active.get(p.uid)
+                    if item is not None:
+                        item.prefilled = max(item.prefilled, p.progress[0])
+                self._peak_batch = max(self._peak_batch, len(active))
                 self._on_responses(generator, responses, active)
         finally:
             for item in list(active.values()):
@@ -353,6 +365,7 @@ class GenerationWorker:
                 decode_seconds=now - first if first is not None else 0.0,
                 queued_seconds=item.started_at - request.submitted_at,
                 generated=tuple(item.generated),
+                prefilled_tokens=item.prefilled,
             ))
         with self._lock:
             self._in_flight -= 1
