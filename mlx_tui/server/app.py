@@ -35,6 +35,9 @@ from ..core.runtime import Runtime
 from .bodies import check_model_name, flag, json_body, model_name, parsed
 from .documents import health_document, model_document
 from .errors import ApiError, as_api_error, bad_request
+from .anthropic import anthropic_routes
+from .metrics import metrics_routes
+from .ollama import ollama_routes
 from .openai import ChatRequest, Reply, model_object
 from .security import ApiGuard
 from .streaming import Generation, Generations, cancel_on_disconnect
@@ -216,6 +219,7 @@ def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
             Route("/models/evict", evict_model, methods=["POST"]),
             Route("/models/pin", pin_model, methods=["POST"]),
             Route("/models/cleanup", cleanup, methods=["POST"]),
+            *ollama_routes(), *anthropic_routes(), *metrics_routes(runtime),
         ],
         exception_handlers={
             ApiError: _error,
