@@ -209,7 +209,9 @@ def test_a_fixed_probe_adds_what_mlx_holds_when_asked() -> None:
     before = probe.snapshot().used_bytes
     block = mx.ones((256, 1024))
     mx.eval(block)
-    assert probe.snapshot().used_bytes - before == block.nbytes
+    # Exactly the block on the CPU; not exactly on MLX's CUDA backend (seen on an H200), which
+    # may keep small allocations of its own beside it.
+    assert block.nbytes <= probe.snapshot().used_bytes - before < block.nbytes + 64 * 1024
     probe.set_fraction(0.9)
     assert probe.snapshot().used_fraction >= 0.9
 
