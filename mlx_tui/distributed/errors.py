@@ -35,9 +35,10 @@ class HostTooSmall(ModelTooLarge):
         self.hosts = hosts
 
 
-class RankLost(RuntimeError):
+class RankLost(ModelLoadError):
     """A rank died or stopped answering; the model was unloaded on every host. ``host`` is the
-    host that failed (None when it cannot be told which)."""
+    host that failed (None when it cannot be told which). A load error to the server and the
+    app (the model is no longer loaded; the next request starts its ranks again)."""
 
     def __init__(self, message: str, host: str | None = None) -> None:
         super().__init__(message)

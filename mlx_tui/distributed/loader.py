@@ -14,8 +14,8 @@ and returns a :class:`LoadedModel` whose ``model`` is a :class:`DistributedModel
 of the shards (its ``worker`` is the :class:`~.remote_worker.RemoteWorker` requests go
 through) and whose ``resident_bytes`` is rank 0's shard, the part that lives on this machine.
 
-Unloading: :meth:`unload` frees every rank's shard. The cache calls :meth:`free` after each
-eviction; a distributed model the cache no longer holds is unloaded there too.
+Unloading: the cache stops a model's worker when it unloads it; the remote worker's stop frees
+every rank's shard (:meth:`DistributedLoader.unload` does the same when called directly).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import logging
 import random
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -76,8 +75,7 @@ class HostPressure:
 class DistributedModel:
     """The shards of one loaded distributed model: what the cache holds as ``LoadedModel.model``.
 
-    ``worker`` takes the model's requests. Dropping the last reference to this object (the
-    cache's, at eviction) is what :meth:`DistributedLoader.free` notices.
+    ``worker`` takes the model's requests; stopping it unloads every rank's shard.
     """
 
     def __init__(self, name: str, group: RankGroup, worker: RemoteWorker) -> None:
@@ -106,7 +104,6 @@ class _Served:
         self.spec = spec
         self.group: RankGroup | None = None
         self.worker: RemoteWorker | None = None
-        self.model: weakref.ref[DistributedModel] | None = None
         self.estimates: list[int] = []
         self.error: RankLost | None = None
 
@@ -114,20 +111,24 @@ class _Served:
 class DistributedLoader:
     """A ``ModelLoader``: distributed models through their ranks, the rest with ``local``.
 
-    ``specs`` maps a model's folder (or its catalogue name) to how it is distributed.
-    ``on_pressure`` is told when a follower host passes a threshold and ``on_lost`` when a
+    ``specs`` maps a model's folder (or its catalogue name) to how it is distributed (more with
+    :meth:`add`). ``engine`` and ``thresholds`` give the settings in force at each load (the
+    cache's, once it exists). ``on_pressure`` is told when a follower host passes a threshold and ``on_lost`` when a
     model's ranks are lost; the serve command wires both to the cache. Thread-safe.
     """
 
-    def __init__(self, specs: dict[str, DistributedSpec], *, local: ModelLoader | None = None,
-                 engine: EngineSettings | None = None,
+    def __init__(self, specs: dict[str, DistributedSpec] | None = None, *,
+                 local: ModelLoader | None = None,
+                 engine: Callable[[], EngineSettings] = EngineSettings,
                  thresholds: Callable[[], Thresholds] = Thresholds,
                  on_pressure: Callable[[HostPressure], None] = lambda pressure: None,
                  on_lost: Callable[[str, RankLost], None] = lambda name, error: None) -> None:
-        self._specs = {(_key(k) if ("/" in k or k.startswith("~")) else k): v for k, v in specs.items()}
+        self._specs: dict[str, DistributedSpec] = {}
+        for key, spec in (specs or {}).items():
+            self.add(key, spec)
         self._local = local or MlxLoader()
-        self._engine = engine or EngineSettings()
-        self._thresholds = thresholds
+        self.engine = engine
+        self.thresholds = thresholds
         self._on_pressure = on_pressure
         self._on_lost = on_lost
         self._lock = threading.Lock()
@@ -135,6 +136,11 @@ class DistributedLoader:
         self._tokenizers: dict[str, Any] = {}
 
     # -- which models --------------------------------------------------------------------------
+    def add(self, model: str | Path, spec: DistributedSpec) -> None:
+        """Serve ``model`` (a folder, or a catalogue name) across ``spec``'s hosts from its next load."""
+        text = str(model)
+        self._specs[_key(text) if ("/" in text or text.startswith("~")) else text] = spec
+
     def spec_for(self, info: ModelInfo) -> DistributedSpec | None:
         return self._specs.get(_key(info.path)) or self._specs.get(info.name)
 
@@ -178,8 +184,9 @@ class DistributedLoader:
             raise DistributedLoadError(f"{info.name}: cannot read the weights' headers: {exc}") from exc
         group = self._running_group(served)
         tokenizer, tokenizer_seconds = self._tokenizer(info)
+        engine = self.engine()
         command = Load(info.name, str(info.path), spec.pipeline, tuple(served.estimates),
-                       self._thresholds().warning, self._engine, random.getrandbits(62))
+                       self.thresholds().warning, engine, random.getrandbits(62))
         reply = group.load(command)
         if isinstance(reply, LoadRefused):
             raise self._refusal(info.name, reply.ranks, served.estimates, spec.hostfile)
@@ -187,11 +194,11 @@ class DistributedLoader:
             failed = "; ".join(f"{spec.hostfile.label(r.rank)} (rank {r.rank}): {r.error}"
                                for r in reply.ranks if r.error)
             raise DistributedLoadError(f"{info.name}: the ranks could not load it: {failed}")
-        worker = RemoteWorker(info.name, tokenizer, self._engine, group.send, spec.group.lost_grace)
+        worker = RemoteWorker(info.name, tokenizer, engine, group.send,
+                              on_stop=lambda: self._free_shards(served), lost_grace=spec.group.lost_grace)
         model = DistributedModel(info.name, group, worker)
         with self._lock:
             served.worker = worker
-            served.model = weakref.ref(model)
             served.error = None
         local = reply.ranks[0].shard_bytes
         log.info("%s: loaded on %d hosts: %s", info.name, size, ", ".join(
@@ -200,34 +207,30 @@ class DistributedLoader:
                            tokenizer_seconds)
 
     def free(self) -> None:
-        """Return local memory; unload the distributed models nobody holds any more."""
+        """Return this process's memory (the cache calls it after every eviction)."""
         self._local.free()
-        with self._lock:
-            dropped = [s for s in self._served.values()
-                       if s.model is not None and s.model() is None]
-        for served in dropped:
-            self._unload(served)
 
     def unload(self, name: str) -> bool:
-        """Free every rank's shard of ``name`` now; True if it was loaded."""
+        """Free every rank's shard of ``name`` now (as the cache's eviction does, by stopping
+        its worker); True if it was loaded."""
         with self._lock:
             served = self._served.get(name)
-        return served is not None and self._unload(served)
-
-    def _unload(self, served: _Served) -> bool:
-        with self._lock:
-            group, worker = served.group, served.worker
-            served.model = served.worker = None
-        if worker is not None:
-            worker.stop()
-        if group is None:
+            worker = served.worker if served is not None else None
+        if worker is None:
             return False
-        evicted = group.evict()
+        worker.stop()
+        return True
+
+    def _free_shards(self, served: _Served) -> None:
+        """The model's worker stopped: evict on every rank."""
+        with self._lock:
+            group = served.group
+            served.worker = None
+        evicted = group.evict() if group is not None else None
         if evicted is not None:
             log.info("%s: unloaded on every host (%s)", served.name, ", ".join(
                 f"{served.spec.hostfile.label(r.rank)}: MLX holds "
                 f"{format_bytes(r.memory.mlx_active_bytes)}" for r in evicted.ranks))
-        return evicted is not None
 
     def close(self) -> None:
         """Stop every group (the ranks exit)."""
@@ -275,7 +278,7 @@ class DistributedLoader:
 
     def _refusal(self, name: str, ranks: tuple[RankReport, ...], need: list[int],
                  hostfile: Hostfile) -> HostTooSmall:
-        limit = self._thresholds().warning
+        limit = self.thresholds().warning
         hosts, parts = [], []
         for r in ranks:
             if not r.error:
@@ -309,7 +312,7 @@ class DistributedLoader:
     def _check_memory(self, served: _Served, group: RankGroup, views: list[RankView]) -> None:
         if self._worker_of(served, group) is None:
             return
-        thresholds = self._thresholds()
+        thresholds = self.thresholds()
         for view in views[1:]:  # rank 0's host is this one: the cache's own monitor watches it
             fraction = view.used_fraction
             zone = thresholds.zone(fraction) if fraction is not None else "normal"

@@ -39,11 +39,13 @@ class RemoteWorker:
     """Requests of one distributed model, between the API's threads and rank 0. Thread-safe."""
 
     def __init__(self, name: str, tokenizer: Any, settings: EngineSettings,
-                 send: Callable[[Submit | Cancel], None], lost_grace: float = 5.0) -> None:
+                 send: Callable[[Submit | Cancel], None], *, on_stop: Callable[[], None] = lambda: None,
+                 lost_grace: float = 5.0) -> None:
         self.name = name
         self.tokenizer = tokenizer
         self._settings = settings
         self._send = send
+        self._on_stop = on_stop
         self._lost_grace = lost_grace
         self._lock = threading.Lock()
         self._handles: dict[int, GenerationHandle] = {}
@@ -62,9 +64,11 @@ class RemoteWorker:
         with self._lock:
             return len(self._handles)
 
-    def submit(self, request: GenerationRequest) -> GenerationHandle:
+    def submit(self, request: GenerationRequest,
+               on_done: Callable[[object], None] | None = None) -> GenerationHandle:
         """Send ``request`` to rank 0; raises :class:`ModelBusy` when the queue is full and
-        :class:`RankLost` when the ranks are gone."""
+        :class:`RankLost` when the ranks are gone. ``on_done`` is called (on the group's reader
+        thread) when the request ends, however it ends."""
         capacity = self._settings.max_batch + self._settings.queue_size
         with self._lock:
             if self._error is not None:
@@ -75,6 +79,7 @@ class RemoteWorker:
                 raise ModelBusy(self.name, len(self._handles) - self._settings.max_batch)
             seq = next(self._seq)
             handle = GenerationHandle(request)
+            handle.on_done = on_done
             self._handles[seq] = handle
         try:
             self._send(Submit(seq, tuple(request.prompt), request.params, request.label))
@@ -94,9 +99,13 @@ class RemoteWorker:
         return future
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Take no more requests (the loader frees the shards)."""
+        """Take no more requests and free every rank's shard (the cache calls this when it
+        unloads the model; the wait is bounded by the group's timeouts)."""
         with self._lock:
+            if self._stopped:
+                return
             self._stopped = True
+        self._on_stop()
 
     # -- the group's reader thread ------------------------------------------------------------------
     def deliver(self, message: Item) -> None:
