@@ -329,11 +329,19 @@ def measure(work: Path, small: bool) -> dict[str, Any]:
         runtime.close()
         runtime = None
 
-    # D. the buffer pool, without the cache
+    # D. the buffer pool, without the cache; bare mlx_lm.load (weights evaluated, as the cache's
+    # loader does) is also the baseline of the cache's load seconds, same files, same run
     from mlx_lm import load as mlx_load
 
-    model, tokenizer = mlx_load(str(models[small_name]["path"]))
-    mx.eval(model.parameters())
+    for name in (large_name, small_name):
+        started = time.perf_counter()
+        model, tokenizer = mlx_load(str(models[name]["path"]))
+        mx.eval(model.parameters())
+        models[name]["bare_load_seconds"] = time.perf_counter() - started
+        if name == large_name:
+            del model, tokenizer
+            gc.collect()
+            mx.clear_cache()
     rec(f"D. {small_name} loaded with mlx_lm.load")
     del model, tokenizer
     gc.collect()
@@ -385,12 +393,15 @@ def render(facts: dict[str, Any], machine: str, when: str, command: str) -> str:
            "thresholds compare (what the cache sees), *NVML* and *MLX dev* the driver's and MLX's "
            "`device_info()` device-wide figures beside it, *active* and *pool* MLX's own "
            "(`get_active_memory`, `get_cache_memory`), *system* host memory in use.", "",
-           "| model | parameters | on disk | build s | load s (each load) |",
-           "|---|---:|---:|---:|---|"]
+           "| model | parameters | on disk | build s | cache load s (each load) | bare "
+           "`mlx_lm.load` s | cache / bare (median) |", "|---|---:|---:|---:|---|---:|---:|"]
     for name, m in models.items():
-        loads = [f"{x['seconds']:.2f}" for x in facts.get("loads", []) if x["model"] == name]
+        loads = sorted(x["seconds"] for x in facts.get("loads", []) if x["model"] == name)
+        bare = m.get("bare_load_seconds", 0.0)
+        median = loads[len(loads) // 2] if loads else 0.0
         out.append(f"| `{name}` | {m['parameters'] / 1e9:.2f} B | {m['disk_bytes'] / 1e9:.2f} GB | "
-                   f"{m['build_seconds']:.1f} | {', '.join(loads)} |")
+                   f"{m['build_seconds']:.1f} | {', '.join(f'{x:.2f}' for x in loads)} | "
+                   f"{bare:.2f} | {median / bare if bare else 0:.2f}x |")
     out += ["", "| step | loaded | probe used | of total | zone | NVML | MLX dev | active | pool "
             "| system |", "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
