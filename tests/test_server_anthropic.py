@@ -184,7 +184,8 @@ def test_a_model_without_tool_support_refuses_tools_with_a_400(client: anthropic
     ({"temperature": 1.5}, "temperature"),
     ({"stop_sequences": "END"}, "stop_sequences"),
     ({"messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "aGk="}}]}]},
+        {"type": "image",
+         "source": {"type": "base64", "media_type": "image/png", "data": "aGk="}}]}]},
      "image"),
     ({"messages": [*ASK, {"role": "assistant", "content": "The answer is"}]}, "prefill"),
     ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
@@ -220,7 +221,8 @@ def test_a_client_that_retries_does_not_retry_a_model_that_cannot_load(
     corrupt_model(broken, "bad_safetensors")
     runtime = runtime_factory({"broken": str(broken)})
     failures: list[CacheEvent] = []
-    runtime.cache.subscribe(lambda e: failures.append(e) if e.kind is EventKind.LOAD_FAILED else None)
+    runtime.cache.subscribe(
+        lambda e: failures.append(e) if e.kind is EventKind.LOAD_FAILED else None)
     body = {"model": "broken", "max_tokens": 4, "messages": ASK}
 
     with serving(runtime) as server, anthropic.Anthropic(base_url=server.url, api_key="x",
@@ -233,6 +235,21 @@ def test_a_client_that_retries_does_not_retry_a_model_that_cannot_load(
     assert once.json()["error"]["message"] == failed.value.api_message
     assert "broken" in once.json()["error"]["message"]
     assert len(failures) == 2 * per_request  # the SDK's call was one request, not three
+
+
+def test_count_tokens_for_a_model_whose_tokenizer_is_damaged_says_so_with_a_4xx(
+        runtime_factory: Callable[..., Runtime], fresh_model: Callable[[str], Any]) -> None:
+    damaged = fresh_model("damaged")
+    (damaged / "tokenizer.json").write_text("{not json")
+    runtime = runtime_factory({"damaged": str(damaged)})
+
+    with serving(runtime) as server, anthropic.Anthropic(base_url=server.url, api_key="x",
+                                                         max_retries=0) as client:
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            count(client, model="damaged")
+
+    assert 400 <= failed.value.status_code < 500
+    assert "tokenizer" in (failed.value.api_message or "")
 
 
 def test_with_an_api_key_the_sdk_gets_in_with_bearer_or_x_api_key_and_not_without(

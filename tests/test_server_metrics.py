@@ -91,8 +91,9 @@ def test_a_scrape_counts_loads_replies_tokens_and_evictions_and_shows_the_cache_
     assert total(samples, "mlx_tui_requests_total", endpoint="/v1/messages", model="beta") == 1
     assert value(samples, "mlx_tui_tokens_total", endpoint="/api/chat", model="alpha",
                  kind="completion") == sum(r.eval_count or 0 for r in replies)
+    prompt = message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
     assert value(samples, "mlx_tui_tokens_total", endpoint="/v1/messages", model="beta",
-                 kind="prompt") == message.usage.input_tokens + (message.usage.cache_read_input_tokens or 0)
+                 kind="prompt") == prompt
     assert total(samples, "mlx_tui_time_to_first_token_seconds_count") == 3
     assert value(samples, "mlx_tui_request_errors_total", endpoint="/api/chat", status="404") == 1
     assert total(samples, "mlx_tui_prompt_cache_hit_tokens_total") >= 0
@@ -106,8 +107,9 @@ def test_memory_and_thresholds_are_the_cache_s_own_figures(server: ApiServer,
 
     assert value(samples, "mlx_tui_memory_total_bytes") == snap.total_bytes == 16 * 1024**3
     assert value(samples, "mlx_tui_memory_used_fraction") == pytest.approx(snap.used_fraction)
-    assert value(samples, "mlx_tui_memory_warning_threshold") == runtime.cache.thresholds.warning
-    assert value(samples, "mlx_tui_memory_emergency_threshold") == runtime.cache.thresholds.emergency
+    thresholds = runtime.cache.thresholds
+    assert value(samples, "mlx_tui_memory_warning_threshold") == thresholds.warning
+    assert value(samples, "mlx_tui_memory_emergency_threshold") == thresholds.emergency
 
 
 def test_a_load_refused_for_memory_is_counted_as_a_refusal(

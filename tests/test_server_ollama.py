@@ -98,6 +98,19 @@ def test_show_gives_the_chat_template_details_and_context_length(client: ollama.
     assert shown.capabilities == ["completion"]  # the tiny template has no tool support
 
 
+def test_show_still_answers_for_a_model_whose_tokenizer_is_damaged(
+        runtime_factory: Callable[..., Runtime], fresh_model: Callable[[str], Any]) -> None:
+    damaged = fresh_model("damaged")
+    (damaged / "tokenizer.json").write_text("{not json")
+    runtime = runtime_factory({"damaged": str(damaged)})
+
+    with serving(runtime) as server, ollama.Client(host=server.url, timeout=60) as client:
+        shown = client.show("damaged")
+
+    assert shown.capabilities == ["completion"]
+    assert shown.modelinfo is not None and shown.modelinfo["llama.context_length"] == 2048
+
+
 # -- replies --------------------------------------------------------------------------------------
 def test_a_streamed_chat_says_what_the_plain_one_says_and_ends_with_its_figures(
         client: ollama.Client) -> None:
@@ -310,7 +323,7 @@ def test_the_root_answers_probes_and_stays_the_seed_document(server: ApiServer) 
     assert "cached_models" in json.loads(root.content)
 
 
-# -- [api].ollama_port ------------------------------------------------------------------------------
+# -- [api].ollama_port ----------------------------------------------------------------------------
 def test_the_ollama_port_gets_its_own_socket_and_a_taken_one_says_which_setting() -> None:
     assert ollama_socket("127.0.0.1", 11435, 0, _bind) is None  # off
     assert ollama_socket("127.0.0.1", 11435, 11435, _bind) is None  # the main port already

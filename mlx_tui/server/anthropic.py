@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from functools import partial, wraps
-from typing import Any, AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,8 +29,16 @@ from .anthropic_requests import parse_messages_request
 from .bodies import json_body, parsed
 from .errors import ApiError
 from .metrics import record_error, record_request
-from .replies import (ReplyPieces, allow_paths, cached_tokens_of, request_failure, resolve_model,
-                      start_reply, tool_call_parts, tool_calls_of)
+from .replies import (
+    ReplyPieces,
+    allow_paths,
+    cached_tokens_of,
+    resolve_model,
+    start_reply,
+    tool_call_parts,
+    tool_calls_of,
+)
+from .route_errors import answering_errors, request_failure
 from .tokenizers import folder_tokenizers
 
 __all__ = ["AnthropicApi", "anthropic_routes", "anthropic_error", "MessageShape"]
@@ -53,21 +61,12 @@ def anthropic_error(error: ApiError) -> tuple[int, dict[str, Any], dict[str, str
     return status, {"type": "error", "error": {"type": kind, "message": error.message}}, headers
 
 
-Handler = Callable[["AnthropicApi", Request], Awaitable[Response]]
+def _anthropic_response(error: ApiError) -> JSONResponse:
+    status, body, headers = anthropic_error(error)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _anthropic_errors(handler: Handler) -> Handler:
-    @wraps(handler)
-    async def run(self: "AnthropicApi", request: Request) -> Response:
-        try:
-            return await handler(self, request)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
-            error = request_failure(exc, request.app.state.runtime.cache)
-            record_error(request, ENDPOINT, error.status)
-            status, body, headers = anthropic_error(error)
-            return JSONResponse(body, status_code=status, headers=headers)
-
-    return run
+_anthropic_errors = answering_errors(ENDPOINT, _anthropic_response)
 
 
 def _stop_reason(stats: ChatStats, called_tools: bool) -> tuple[str, str | None]:
@@ -92,7 +91,8 @@ def _tool_use_block(call: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\ndata: {text}\n\n"
 
 
 class MessageShape:
@@ -164,7 +164,8 @@ class AnthropicApi:
         cache = request.app.state.runtime.cache
         name = await run_in_threadpool(resolve_model, cache, req.model, allow_paths(request))
         shape = MessageShape(req.model)
-        pieces = ReplyPieces(request, start_reply(request, name, req.messages, req.params, req.tools))
+        generation = start_reply(request, name, req.messages, req.params, req.tools)
+        pieces = ReplyPieces(request, generation)
         if not req.stream:
             whole = await pieces.whole()
             record_request(request, ENDPOINT, whole.stats)
@@ -172,7 +173,8 @@ class AnthropicApi:
                 [_tool_use_block(call) for call in whole.tool_calls]
             return JSONResponse(shape.message(content, whole.stats, bool(whole.tool_calls)))
         await pieces.open()  # errors up to the first piece (the load) answer with their status
-        return StreamingResponse(self._stream(request, shape, pieces), media_type="text/event-stream",
+        return StreamingResponse(self._stream(request, shape, pieces),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _stream(self, request: Request, shape: MessageShape,
@@ -196,7 +198,8 @@ class AnthropicApi:
         if not path:
             raise ApiError(400, "invalid_request_error",
                            f"{req.model} has no local folder to read its tokenizer from")
-        tokens = await run_in_threadpool(folder_tokenizers.count, name, path, req.messages, req.tools)
+        tokens = await run_in_threadpool(folder_tokenizers.count, name, path, req.messages,
+                                         req.tools)
         return JSONResponse({"input_tokens": tokens})
 
 

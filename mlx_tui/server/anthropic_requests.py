@@ -33,7 +33,8 @@ def _text(where: str, content: Any) -> str:
             if not isinstance(block, dict) or block.get("type") != "text" \
                     or not isinstance(block.get("text"), str):
                 kind = block.get("type") if isinstance(block, dict) else type(block).__name__
-                raise bad_request(f"{where}[{j}]: only text blocks are supported here, got {kind!r}")
+                raise bad_request(f"{where}[{j}]: only text blocks are supported here, "
+                                  f"got {kind!r}")
             parts.append(block["text"])
         return "".join(parts)
     raise bad_request(f"{where} must be a string or a list of text blocks")
@@ -133,7 +134,8 @@ def _tools(raw: Any, choice: Any) -> list[dict[str, Any]] | None:
         if not isinstance(schema, dict):
             raise bad_request(f"tools[{i}].input_schema must be an object")
         tools.append({"type": "function", "function": {
-            "name": tool["name"], "description": tool.get("description", ""), "parameters": schema}})
+            "name": tool["name"], "description": tool.get("description", ""),
+            "parameters": schema}})
     return tools
 
 
@@ -163,7 +165,8 @@ def parse_messages_request(body: Mapping[str, Any], counting: bool = False) -> M
     if max_tokens is None and not counting:
         raise bad_request("max_tokens is required: the most tokens the reply may have")
     thinking = body.get("thinking")
-    if thinking is not None and not (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+    disabled = isinstance(thinking, dict) and thinking.get("type") == "disabled"
+    if thinking is not None and not disabled:
         raise bad_request("thinking is not supported by mlx-tui; leave it out")
     defaults = GenerationParams()
     return MessagesRequest(

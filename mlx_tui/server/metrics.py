@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``GET /metrics`` in the text (or OpenMetrics) format, with ``prometheus_client``.
+"""Prometheus metrics: ``GET /metrics`` in the text (or OpenMetrics) format (``prometheus_client``).
 
 One :class:`ApiMetrics` per cache (so per app; never the process-wide default registry, so
 tests and several servers in one process each count their own). It counts from two sources:
@@ -78,7 +78,8 @@ class _CacheCollector:
             "resident_bytes": ("bytes the loaded model holds", lambda v: v.resident_bytes),
             "estimated_bytes": ("bytes the model is expected to hold once loaded",
                                 lambda v: v.estimated_bytes),
-            "use_count": ("uses counted by the cache (the seed's use_count)", lambda v: v.use_count),
+            "use_count": ("uses counted by the cache (the seed's use_count)",
+                          lambda v: v.use_count),
             "in_use": ("requests holding the model now", lambda v: v.leases),
             "pinned": ("1 while the model is pinned", lambda v: 1 if v.pinned else 0),
             "prompt_cache_bytes": ("bytes of the model's prompt (KV) caches in memory",

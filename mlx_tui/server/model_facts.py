@@ -1,9 +1,10 @@
 """What a model's folder says about it, for clients that ask (Ollama's tags, show and ps).
 
 :func:`model_facts` reads ``config.json`` and ``tokenizer_config.json`` (never the weights):
-the context length, the chat template and the weights' number format; the parameter count is estimated from the cache's size estimate and the bits per
-weight. Results are kept per folder until its files change. Reads the disk: call it from a
-worker thread, never from the event loop.
+the context length, the chat template and the weights' number format; the parameter count
+is estimated from the cache's size estimate and the bits per weight. Results are kept per
+folder until its files change. Reads the disk: call it from a worker thread, never from the
+event loop.
 """
 
 from __future__ import annotations

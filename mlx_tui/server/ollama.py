@@ -19,8 +19,8 @@ import json
 import logging
 import threading
 import time
-from functools import partial, wraps
-from typing import Any, AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Any, AsyncIterator, Callable
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -33,9 +33,22 @@ from .bodies import json_body, parsed
 from .errors import ApiError
 from .metrics import record_error, record_request
 from .ollama_models import iso_time, ps_document, show_document, tags_document
-from .ollama_requests import KeepAlive, OllamaRequest, parse_chat, parse_generate, requested_model
-from .replies import (ReplyPieces, allow_paths, request_failure, resolve_model, start_reply,
-                      tool_call_parts, tool_calls_of)
+from .ollama_requests import (
+    KeepAlive,
+    OllamaRequest,
+    parse_chat,
+    parse_generate,
+    requested_model,
+)
+from .replies import (
+    ReplyPieces,
+    allow_paths,
+    resolve_model,
+    start_reply,
+    tool_call_parts,
+    tool_calls_of,
+)
+from .route_errors import Handler, answering_errors, request_failure
 
 __all__ = ["OLLAMA_VERSION", "OllamaApi", "ollama_routes"]
 
@@ -50,7 +63,8 @@ _UNSUPPORTED = {
     "/api/pull": "mlx-tui never downloads models: fetch one with `hf download REPO` and it "
                  "appears in /api/tags, or add its folder to [models] in settings.toml",
     "/api/push": "mlx-tui has no model registry to push to",
-    "/api/create": "mlx-tui has no Modelfiles: add an alias or a folder to [models] in settings.toml",
+    "/api/create": "mlx-tui has no Modelfiles: add an alias or a folder to [models] in "
+                   "settings.toml",
     "/api/copy": "mlx-tui has no Modelfiles: add a second alias to [models] in settings.toml",
     "/api/delete": "mlx-tui never deletes model files: remove the folder yourself",
     "/api/blobs/{digest}": "mlx-tui has no Modelfiles, so no blobs",
@@ -60,29 +74,13 @@ _UNSUPPORTED = {
 
 _ANY = ["GET", "POST", "PUT", "PATCH", "DELETE"]  # HEAD comes with GET
 
-Handler = Callable[["OllamaApi", Request], Awaitable[Response]]
-
-
 def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse({"error": error.message}, status_code=error.status, headers=error.headers)
 
 
 def _ollama_errors(endpoint: str) -> Callable[[Handler], Handler]:
     """Answer any failure of the route as Ollama does: ``{"error": message}`` and its status."""
-
-    def wrap(handler: Handler) -> Handler:
-        @wraps(handler)
-        async def run(self: "OllamaApi", request: Request) -> Response:
-            try:
-                return await handler(self, request)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes an answer
-                error = request_failure(exc, request.app.state.runtime.cache)
-                record_error(request, endpoint, error.status)
-                return _error_response(error)
-
-        return run
-
-    return wrap
+    return answering_errors(endpoint, _error_response)
 
 
 def _line(doc: dict[str, Any]) -> str:
@@ -211,7 +209,8 @@ class OllamaApi:
         if not req.messages:
             return await self._load_or_unload(request, cache, name, req, shape)
         unload = req.keep_alive is not None and req.keep_alive.action == "unload"
-        pieces = ReplyPieces(request, start_reply(request, name, req.messages, req.params, req.tools))
+        generation = start_reply(request, name, req.messages, req.params, req.tools)
+        pieces = ReplyPieces(request, generation)
         if not req.stream:
             try:
                 whole = await pieces.whole()
@@ -250,7 +249,8 @@ class OllamaApi:
             yield _line({"error": error.message})
         finally:
             if unload:  # not awaited: a client that went away cancels this generator
-                asyncio.get_running_loop().run_in_executor(None, cache.evict, name, KEEP_ALIVE_REASON)
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, cache.evict, name, KEEP_ALIVE_REASON)
 
     async def _load_or_unload(self, request: Request, cache: ModelCache, name: str,
                               req: OllamaRequest, shape: _Shape) -> Response:
@@ -266,7 +266,8 @@ class OllamaApi:
         return Response(_line(doc) if req.stream else json.dumps(doc),
                         media_type="application/x-ndjson" if req.stream else "application/json")
 
-    def _keep_alive_before(self, cache: ModelCache, name: str, keep_alive: KeepAlive | None) -> None:
+    def _keep_alive_before(self, cache: ModelCache, name: str,
+                           keep_alive: KeepAlive | None) -> None:
         """Apply ``keep_alive`` as the request starts (the unload itself waits for the reply)."""
         if keep_alive is None:
             return

@@ -19,7 +19,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..core.cache import ModelCache, ModelState, ModelView
-from .model_facts import ModelFacts, model_facts, parameter_count, parameter_size, quantization_level
+from .model_facts import (
+    ModelFacts,
+    model_facts,
+    parameter_count,
+    parameter_size,
+    quantization_level,
+)
 from .tokenizers import folder_tokenizers
 
 __all__ = ["FOREVER", "iso_time", "tags_document", "ps_document", "show_document", "expires_at"]
@@ -107,7 +113,7 @@ def show_document(cache: ModelCache, name: str) -> dict[str, Any]:
                             "general.parameter_count": parameter_count(view, facts)}
     if facts.context_length:
         info[f"{arch}.context_length"] = facts.context_length
-    takes_tools = bool(view.path) and folder_tokenizers.takes_tools(view.path)
+    takes_tools = view.path is not None and folder_tokenizers.takes_tools(name, view.path)
     capabilities = ["completion"] + (["tools"] if takes_tools else [])
     return {
         "modelfile": f"# mlx-tui serves {name} from its folder; there is no Modelfile\n"

@@ -4,8 +4,9 @@
 ``options`` map onto :class:`GenerationParams` (temperature, top_p, top_k, min_p, seed,
 num_predict, stop, repeat_penalty, presence_penalty, frequency_penalty). Options about how
 Ollama itself loads and runs a model (``num_ctx``, ``num_gpu``, ``num_thread``, ...) mean
-nothing to MLX and are ignored, as Ollama ignores options it does not know; sampling options mlx-tui cannot honour (``mirostat``,
-``tfs_z``, ``typical_p``, ``repeat_last_n``) are refused when set, never dropped.
+nothing to MLX and are ignored, as Ollama ignores options it does not know; sampling options
+mlx-tui cannot honour (``mirostat``, ``tfs_z``, ``typical_p``, ``repeat_last_n``) are refused
+when set, never dropped.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def params_from_options(raw: Any, max_tokens: int) -> GenerationParams:
         max_tokens=limit,
         seed=seed if seed is not None and seed >= 0 else None,
         stop=_stop(raw.get("stop")),
-        repetition_penalty=None if repeat is None else number(opts, "options.repeat_penalty", 1.0, 0, 10),
+        repetition_penalty=(None if repeat is None
+                            else number(opts, "options.repeat_penalty", 1.0, 0, 10)),
         presence_penalty=number(opts, "options.presence_penalty", 0.0, -2, 2),
         frequency_penalty=number(opts, "options.frequency_penalty", 0.0, -2, 2),
     )
@@ -130,7 +132,8 @@ def _tool_calls(index: int, raw: Any) -> tuple[dict[str, Any], ...]:
             "id": call.get("id") or f"call_{index}_{n}",
             "type": "function",
             "function": {"name": function["name"],
-                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+                         "arguments": (arguments if isinstance(arguments, str)
+                                       else json.dumps(arguments))},
         })
     return tuple(calls)
 
@@ -149,7 +152,8 @@ def _messages(raw: Any) -> tuple[ChatMessage, ...]:
             raise bad_request(f"messages[{i}] must be an object with role and content")
         role, content = item.get("role"), item.get("content")
         if role not in _ROLES:
-            raise bad_request(f"messages[{i}].role must be one of {', '.join(_ROLES)}, got {role!r}")
+            raise bad_request(f"messages[{i}].role must be one of {', '.join(_ROLES)}, "
+                              f"got {role!r}")
         if content is not None and not isinstance(content, str):
             raise bad_request(f"messages[{i}].content must be a string")
         if item.get("images"):

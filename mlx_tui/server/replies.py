@@ -4,8 +4,7 @@
 reply on the chat engine) with the request's tools and the API's rule on model paths.
 :class:`ReplyPieces` awaits the first piece before a status line is sent (a model that cannot
 load answers with its status, not with a stream that fails), then hands out text, tool calls
-and the final :class:`ChatStats`. :func:`request_failure` turns any exception into the
-:class:`ApiError` (status, type, message) each protocol renders in its own shape.
+and the final :class:`ChatStats`.
 
 Tool calls travel in the OpenAI shape the core uses (``{"id", "type": "function", "function":
 {"name", "arguments": "<json>"}}``); :func:`tool_call_parts` reads one into a name, an id and an
@@ -15,7 +14,6 @@ arguments object, whatever form the arguments came in.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Sequence
@@ -25,14 +23,11 @@ from starlette.requests import Request
 from ..core.cache import ModelCache
 from ..core.catalog import UnknownModel
 from ..core.chat import ChatDelta, ChatMessage, ChatStats, GenerationParams
-from .errors import ApiError, as_api_error
 from .openai import ChatRequest
 from .streaming import Generation, cancel_on_disconnect
 
-__all__ = ["ReplyPieces", "WholeReply", "start_reply", "request_failure",
+__all__ = ["ReplyPieces", "WholeReply", "start_reply",
            "tool_call_parts", "tool_calls_of", "cached_tokens_of", "allow_paths", "resolve_model"]
-
-log = logging.getLogger("mlx_tui.server")
 
 
 def start_reply(request: Request, model: str, messages: Sequence[ChatMessage],
@@ -152,13 +147,3 @@ class ReplyPieces:
                 delta = await self.generation.next()
         finally:
             self.generation.abandon()
-
-
-def request_failure(exc: BaseException, cache: ModelCache | None = None) -> ApiError:
-    """The status, type and message of any failure met while answering a request (the
-    server's one mapping, :func:`~.errors.as_api_error`); a bug is a 500 whose traceback goes
-    to the log, never to the client."""
-    error = as_api_error(exc, cache)
-    if error.type == "internal_error":
-        log.error("request failed", exc_info=exc)
-    return error
