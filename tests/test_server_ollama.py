@@ -17,7 +17,7 @@ import pytest
 
 from mlx_tui.core.cache import ModelState
 from mlx_tui.core.runtime import Runtime
-from mlx_tui.server.ollama_listener import ollama_socket
+from mlx_tui.server.ollama_listener import listening_sockets
 from mlx_tui.server.ollama_models import FOREVER
 from mlx_tui.server.serve import ApiServer, PortInUse, _bind
 from tests.protocol_server import HELLO, give_tool_template, serving, wait_until
@@ -325,15 +325,19 @@ def test_the_root_answers_probes_and_stays_the_seed_document(server: ApiServer) 
 
 # -- [api].ollama_port ----------------------------------------------------------------------------
 def test_the_ollama_port_gets_its_own_socket_and_a_taken_one_says_which_setting() -> None:
-    assert ollama_socket("127.0.0.1", 11435, 0, _bind) is None  # off
-    assert ollama_socket("127.0.0.1", 11435, 11435, _bind) is None  # the main port already
+    main = _bind("127.0.0.1", 0)
+    assert listening_sockets(main, "127.0.0.1", 0, _bind) == [main]  # off
+    assert listening_sockets(main, "127.0.0.1", main.getsockname()[1], _bind) == [main]
+
     taken = _bind("127.0.0.1", 0)
     port = taken.getsockname()[1]
-    try:
-        with pytest.raises(PortInUse, match=r"\[api\]\.ollama_port"):
-            ollama_socket("127.0.0.1", 11435, port, _bind)
-    finally:
-        taken.close()
-    extra = ollama_socket("127.0.0.1", 11435, port, _bind)  # free again
-    assert extra is not None and extra.getsockname()[1] == port
-    extra.close()
+    with pytest.raises(PortInUse, match=r"\[api\]\.ollama_port"):
+        listening_sockets(main, "127.0.0.1", port, _bind)
+    assert main.fileno() == -1  # closed: start() fails without leaving the main port bound
+    taken.close()
+
+    main = _bind("127.0.0.1", 0)
+    both = listening_sockets(main, "127.0.0.1", port, _bind)  # free again
+    assert [s.getsockname()[1] for s in both] == [main.getsockname()[1], port]
+    for sock in both:
+        sock.close()
