@@ -259,6 +259,17 @@ def measure(work: Path, small: bool) -> dict[str, Any]:
     cache.subscribe(lambda e: events.append(f"{time.perf_counter() - t0:7.2f} s  {e.kind.value}: {e.message}")
                     if e.kind.value not in ("memory", "used", "released") else None)
 
+    def pressed(step: str, nbytes: int, level: str) -> None:
+        """Another process takes ``nbytes``; one monitor step; the other process ends."""
+        other = OtherProcess(nbytes)
+        rec(f"{step}. another process takes {nbytes / GIB:g} GiB of the same memory")
+        started = time.perf_counter()
+        cache.check_memory()
+        facts[f"{step}_seconds"] = time.perf_counter() - started
+        facts[step] = rec(f"{step}. one monitor step: {level} clean-up")
+        other.stop()
+        rec(f"{step}. the other process ends")
+
     def set_thresholds(warning: float, emergency: float) -> None:
         runtime.settings_store.update({"memory": {"warning_threshold": warning,
                                                   "emergency_threshold": emergency}})
@@ -306,25 +317,11 @@ def measure(work: Path, small: bool) -> dict[str, Any]:
         facts["thresholds_B"] = (w_b, e_b)
         cache.check_memory()
         rec(f"B. both loaded ({large_name} used 50x, {small_name} 5x): under the warning")
-        other = OtherProcess(2 * margin)
-        rec(f"B. another process takes {2 * margin / GIB:g} GiB of the same memory")
-        t_clean = time.perf_counter()
-        cache.check_memory()
-        facts["B_seconds"] = time.perf_counter() - t_clean
-        facts["B"] = rec("B. one monitor step: normal clean-up")
-        other.stop()
-        rec("B. the other process ends")
+        pressed("B", 2 * margin, "normal")
         # C. scenario 2
         load(small_name)
         rec("C. both loaded again")
-        other = OtherProcess(4 * margin)
-        rec(f"C. another process takes {4 * margin / GIB:g} GiB")
-        t_clean = time.perf_counter()
-        cache.check_memory()
-        facts["C_seconds"] = time.perf_counter() - t_clean
-        facts["C"] = rec("C. one monitor step: emergency clean-up")
-        other.stop()
-        rec("C. the other process ends")
+        pressed("C", 4 * margin, "emergency")
     finally:
         runtime.close()
         runtime = None

@@ -210,10 +210,15 @@ def read_macos_pressure_level() -> int | None:
     return None if value is None else parse_pressure_level(value)
 
 
+def _metal_info() -> dict[str, Any]:
+    """Metal's device info (also when MLX's default device is the CPU); {} without Metal."""
+    return mx.device_info(mx.gpu) if mx.metal.is_available() else {}
+
+
 def read_macos_wired(
     vm: Any,
     sysctl: Callable[[str], int | None] = read_sysctl_int,
-    device_info: Callable[[], dict[str, Any]] = mx.device_info,
+    device_info: Callable[[], dict[str, Any]] = _metal_info,
 ) -> WiredFigures:
     """A Mac's wired figures: psutil's ``wired`` (``host_statistics64``'s wired pages), the
     ``iogpu.wired_limit_mb`` sysctl, and Metal's ``max_recommended_working_set_size``.
