@@ -37,6 +37,7 @@ from .memory import MemoryProbe, MemorySnapshot
 from .mlx_threads import MlxExecutor, MlxThreadPool
 from .planner import CleanupMode, CleanupPlan, Thresholds, plan_admission, plan_cleanup
 from .policy import EntryStats, get_policy
+from .prompt_cache import PromptCacheStore, PromptCacheView
 from .registry import ModelRegistry
 from .settings import Settings, SettingsError
 from .store import Store
@@ -311,6 +312,7 @@ class ModelCache:
         self._outbox = EventOutbox()
         self._outbox.subscribe(self._log_event)
         self._models: ModelRegistry[_Entry] = ModelRegistry()
+        self._prompt_caches: dict[str, PromptCacheStore] = {}  # by model key, kept across unloads
         self._memory: MemorySnapshot | None = None
         self._load_speed: float | None = None  # bytes per second of weights, from past loads
         self._loaders = MlxExecutor("mlx-load", settings.engine.loader_threads)
@@ -388,6 +390,8 @@ class ModelCache:
 
     def _view(self, e: _Entry, now: float | None = None) -> ModelView:
         worker = e.worker
+        store = self._prompt_caches.get(e.key)
+        pc_memory, pc_disk = store.figures() if store is not None else (0, 0)
         return ModelView(
             name=e.name, info=e.info, state=e.state,
             resident_bytes=e.resident_bytes, use_count=e.use_count, last_used=e.last_used,
@@ -403,6 +407,8 @@ class ModelCache:
             idle_unload_seconds=(self._settings.cache.idle_unload_seconds
                                  if e.idle_unload is None else e.idle_unload),
             requests_in_flight=worker.in_flight if worker is not None else 0,
+            prompt_cache_bytes=pc_memory,
+            prompt_cache_disk_bytes=pc_disk,
         )
 
     def _expected_seconds(self, e: _Entry) -> float | None:
@@ -605,7 +611,8 @@ class ModelCache:
             abandoned = entry.abandon
             view = None
             if abandoned is None:
-                worker = GenerationWorker(entry.name, loaded.model, loaded.tokenizer, self._settings.engine)
+                worker = GenerationWorker(entry.name, loaded.model, loaded.tokenizer, self._settings.engine,
+                                          prompt_cache=self._prompt_cache_for(entry))
                 worker.start(self._generation_threads)  # before anyone can lease or evict it
                 entry.worker = worker
                 entry.state = ModelState.LOADED
@@ -631,6 +638,58 @@ class ModelCache:
         if self._usage is not None:
             self._usage.record_load(entry.name, loaded.load_seconds)
         return view
+
+    # -- prompt caches ----------------------------------------------------------------------------
+    def _prompt_cache_for(self, entry: _Entry) -> PromptCacheStore | None:
+        """Under the lock: the prompt caches of ``entry``'s model (kept across unloads, so its
+        disk tier is found again), or None when ``[prompt_cache]`` is off."""
+        settings = self._settings.prompt_cache
+        if not settings.enabled:
+            return None
+        store = self._prompt_caches.get(entry.key)
+        if store is None:
+            name = entry.name
+            store = self._prompt_caches[entry.key] = PromptCacheStore(
+                name, entry.info, settings, self._clock,
+                announce=lambda what, message: self.announce(EventKind.PROMPT_CACHE, message, name,
+                                                              what=what))
+        return store
+
+    def prompt_caches(self) -> list[PromptCacheView]:
+        """Every kept prompt cache of every model, in memory or on disk."""
+        with self._lock:
+            stores = list(self._prompt_caches.values())
+        return [v for s in stores for v in s.views()]
+
+    def drop_prompt_cache(self, model: str, entry_id: str, reason: str = "asked by user") -> int:
+        """Let one prompt cache's memory go (a disk copy stays); returns the bytes freed."""
+        entry = self._entry(model)
+        with self._lock:
+            store = self._prompt_caches.get(entry.key)
+        freed = store.drop(entry_id, reason) if store is not None else 0
+        if freed:
+            self._loader.free()
+        return freed
+
+    def _drop_prompt_caches(self, snap: MemorySnapshot, level: str, reason: str) -> int:
+        """Without the lock: free prompt-cache memory before models, least reused first, until
+        memory is back under the warning threshold (all of it in an emergency). Returns bytes."""
+        with self._lock:
+            stores = list(self._prompt_caches.values())
+        items = [(len(hits), saves / max(nbytes, 1), store, eid, nbytes)
+                 for store in stores for eid, nbytes, saves, hits, _n, busy in store.memory_items() if not busy]
+        items.sort(key=lambda t: (t[0], t[1]))
+        limit = self.thresholds.warning * snap.total_bytes
+        used, freed = snap.used_bytes, 0
+        for _uses, _value, store, eid, nbytes in items:
+            if level != "emergency" and used < limit:
+                break
+            got = store.drop(eid, f"{level} clean-up, {reason}")
+            freed += got
+            used -= got
+        if freed:
+            self._loader.free()
+        return freed
 
     def _admit(self, entry: _Entry) -> list[_Victim]:
         """Plan room for ``entry``; returns the models taken for eviction, or raises."""
@@ -785,6 +844,11 @@ class ModelCache:
     def _run_cleanup(self, snap: MemorySnapshot, reason: str | None = None, manual: bool = False) -> CleanupPlan:
         m = self._settings.memory
         mode: CleanupMode = m.cleanup
+        level = self.thresholds.zone(snap.used_fraction)
+        if level != "normal":
+            freed = self._drop_prompt_caches(snap, level, reason or f"memory {snap.used_fraction:.0%}")
+            if freed:
+                snap = replace(snap, used_bytes=max(0, snap.used_bytes - freed))
         with self._locked():
             entries = self._models.entries()
             loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]

@@ -212,7 +212,11 @@ def inspect_model_folder(name: str, folder: Path, source: str, target: str | Non
     is nested 100,000 deep, a damaged header, all become the ``problem`` of that one model.
     """
     name = safe_text(name)
-    folder = folder.expanduser()
+    try:
+        folder = folder.expanduser()
+    except RuntimeError:  # "~nosuchuser/m": no such home folder
+        return ModelInfo(name, folder, source, target=target,
+                         problem=f"folder {safe_text(str(folder))} does not exist (unknown user)")
     try:
         return _inspect(name, folder, source, target)
     except Exception as exc:  # noqa: BLE001 - one bad folder must not stop a scan

@@ -69,6 +69,7 @@ class ChatStats:
     load_seconds: float = 0.0
     finish_reason: str = "stop"  # "stop", "length", "cancelled", "tool_calls"
     cached_tokens: int = 0
+    prefilled_tokens: int = 0  # prompt tokens the model actually read (the rest was cached)
     prefill_seconds: float = 0.0
     queued_seconds: float = 0.0
 

@@ -355,6 +355,8 @@ class GenerationWorker:
             now = time.perf_counter()
             request = item.request
             first = item.first_token_at
+            if self._prompt_cache is not None and first is not None and item.prefilled:
+                self._prompt_cache.observe_prefill(item.prefilled, first - item.started_at)
             item.handle.put(Finished(
                 finish_reason=reason,
                 prompt_tokens=len(request.prompt),
