@@ -56,6 +56,7 @@ class GroupSettings:
     backend: str = "ring"
     python: str = sys.executable
     tick: float = 0.1
+    idle_tick: float = 0.5
     probe_seconds: float = 1.0
     start_timeout: float = 120.0
     load_timeout: float = 1800.0
@@ -139,8 +140,8 @@ class RankGroup:
         listener = Listener(address, family="AF_UNIX", authkey=key)
         hostfile = self.hostfile.for_launch(self._folder / "hosts.json", s.backend)
         rank_argv = [s.python, "-m", "mlx_tui.distributed.rank", "--link", address,
-                     "--backend", s.backend, "--tick", str(s.tick),
-                     "--probe-seconds", str(s.probe_seconds)]
+                     "--backend", s.backend, "--tick", str(s.tick), "--idle-tick",
+                     str(s.idle_tick), "--probe-seconds", str(s.probe_seconds)]
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **s.env,
                LINK_KEY_ENV: key.hex()}
         port = free_port_range(self.hostfile.size) if s.backend == "ring" else None

@@ -1,5 +1,8 @@
 """Starting the ranks with ``mlx.launch`` (never an ssh loop of our own) and reading its log.
 
+The launcher runs as :mod:`.quiet_launch`: MLX's own ``mlx.launch`` code, with the wait of its
+forwarding threads made not to spin (see there).
+
 ``mlx.launch`` starts one process per host (locally for ``127.0.0.1``, over ssh otherwise),
 forwards their output, and when one exits with an error it stops the others and logs one line
 per rank: ``Node with rank 1 exited with code -9`` or ``Node with rank 0 was killed``. The
@@ -10,28 +13,16 @@ failed; :class:`LauncherLog` keeps those lines so the API process can name the h
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["launcher_path", "launch_command", "free_port_range", "LauncherLog", "RankExit"]
+__all__ = ["launch_command", "free_port_range", "LauncherLog", "RankExit"]
 
 _EXIT = re.compile(r"Node with rank (\d+) (?:exited with code (-?\d+)|(was killed))")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def launcher_path() -> str:
-    """The ``mlx.launch`` beside this interpreter (the same installation), else on PATH."""
-    beside = Path(sys.executable).with_name("mlx.launch")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mlx.launch")
-    if found is None:
-        raise FileNotFoundError("mlx.launch is not installed (pip install mlx)")
-    return found
 
 
 def free_port_range(count: int, host: str = "127.0.0.1") -> int:
@@ -61,7 +52,8 @@ def free_port_range(count: int, host: str = "127.0.0.1") -> int:
 def launch_command(hostfile: Path, backend: str, rank_argv: list[str], env: dict[str, str],
                    starting_port: int | None = None) -> list[str]:
     """The ``mlx.launch`` command line that runs ``rank_argv`` on every host of ``hostfile``."""
-    command = [launcher_path(), "--hostfile", str(hostfile), "--backend", backend]
+    command = [sys.executable, "-m", "mlx_tui.distributed.quiet_launch", "--hostfile",
+               str(hostfile), "--backend", backend]
     if starting_port is not None and backend in ("ring", "jaccl"):
         command += ["--starting-port", str(starting_port)]
     for key, value in env.items():

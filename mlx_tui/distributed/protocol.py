@@ -153,15 +153,16 @@ Report = Union[Hello, Loaded, LoadRefused, LoadFailed, Evicted, Item, Memory, Lo
 @dataclass(frozen=True)
 class Step:
     """One turn of every rank's loop, decided by rank 0: requests to start, requests cancelled,
-    whether to stop the model (and then the ranks), whether to report memory, and whether rank 0 is idle (the other
-    ranks then sleep one tick instead of spinning in the next collective)."""
+    whether to stop the model (and then the ranks), whether to report memory, and how long
+    rank 0 waits for work before the next turn (``idle`` seconds, 0 when busy: the other ranks
+    sleep that long instead of spinning in the next collective)."""
 
     submits: tuple[Submit, ...] = ()
     cancels: tuple[int, ...] = ()
     stop: bool = False
     shutdown: bool = False
     probe: bool = False
-    idle: bool = False
+    idle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -171,4 +172,4 @@ class RankCommand:
 
     command: Union[Load, Shutdown, None] = None
     probe: bool = False
-    idle: bool = True
+    idle: float = 0.0

@@ -2,9 +2,9 @@
 
 Every rank runs the same loop on its main thread (the only thread that runs MLX here):
 
-* between models, rank 0 shares a :class:`~.protocol.RankCommand` each tick (a load, a
-  shutdown, or nothing; the other ranks sleep one tick between them rather than spin inside a
-  collective);
+* between models, rank 0 shares a :class:`~.protocol.RankCommand` each turn (a load, a
+  shutdown, or nothing; when idle the other ranks sleep as long as rank 0 waits for work,
+  :mod:`.pace`, rather than spin inside a collective);
 * a :class:`~.protocol.Load` is checked on every rank first (its part must fit under the limit,
   its folder must exist on that host), then each rank reads its shard with
   ``mlx_lm.utils.sharded_load`` (tensor parallel, or pipeline), and every rank's result is
@@ -37,7 +37,8 @@ from .collectives import Collective
 from .link import LINK_KEY_ENV, RankLink
 from .protocol import (Evicted, Hello, Load, Loaded, LoadFailed, LoadRefused, Lost, Memory,
                        RankCommand, RankReport, Shutdown)
-from .rank_worker import ProbeClock, RankWorker, run_inline
+from .pace import Pace
+from .rank_worker import RankWorker, run_inline
 
 __all__ = ["main", "FAKE_MEMORY_ENV"]
 
@@ -92,13 +93,12 @@ class Rank:
     """This process's part of the group: its collectives, probe, shard and (on rank 0) the
     link to the API process. Used only from the main thread."""
 
-    def __init__(self, group: Any, link: RankLink | None, tick: float, probe_seconds: float) -> None:
+    def __init__(self, group: Any, link: RankLink | None, pace: Pace) -> None:
         self.group = group
         self.comm = Collective(group)
         self.rank = self.comm.rank
         self.link = link
-        self.tick = tick
-        self.probes = ProbeClock(probe_seconds)
+        self.pace = pace
         self.probe = _probe_for(self.rank)
         self.hostname = socket.gethostname()
         self.shard_bytes = 0
@@ -113,10 +113,13 @@ class Rank:
 
     def _next_command(self) -> RankCommand:
         assert self.link is not None
-        commands = self.link.take(self.tick)
+        wait = self.pace.idle_wait()
+        commands = self.link.take(wait)
+        if commands:
+            self.pace.busy()
         chosen = next((c for c in commands if isinstance(c, Shutdown)), None)
         chosen = chosen or next((c for c in commands if isinstance(c, Load)), None)
-        return RankCommand(chosen, probe=self.probes.due(), idle=not commands)
+        return RankCommand(chosen, probe=self.pace.probe_due(), idle=0.0 if commands else wait)
 
     # -- the loop ------------------------------------------------------------------------------
     def serve(self) -> None:
@@ -131,7 +134,7 @@ class Rank:
                 if self.serve_model(step.command):
                     return
             elif step.idle and self.rank != 0:
-                time.sleep(self.tick)
+                time.sleep(step.idle)
 
     def serve_model(self, load: Load) -> bool:
         """Load, generate until told to stop, free. True when the ranks are to shut down."""
@@ -157,7 +160,7 @@ class Rank:
 
         mx.random.seed(load.seed)  # the same samples on every rank
         worker = RankWorker(load.name, model, tokenizer, load.engine, comm=self.comm,
-                            link=self.link, report=self.report, tick=self.tick, probes=self.probes)
+                            link=self.link, report=self.report, pace=self.pace)
         del model, tokenizer
         run_inline(worker)
         lost, shutdown = worker.lost, worker.shutdown
@@ -206,7 +209,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--link", required=True, help="rank 0: the API process's Unix socket")
     parser.add_argument("--backend", default="any", help="MLX distributed backend")
     parser.add_argument("--tick", type=float, default=0.1,
-                        help="seconds rank 0 waits for work before each idle collective")
+                        help="seconds rank 0 waits for work in the first second of idleness")
+    parser.add_argument("--idle-tick", type=float, default=0.5,
+                        help="seconds rank 0 waits for work once idle longer")
     parser.add_argument("--probe-seconds", type=float, default=1.0,
                         help="seconds between memory reports")
     return parser.parse_args(argv)
@@ -227,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         link = RankLink(args.link, bytes.fromhex(os.environ.pop(LINK_KEY_ENV, "")))
     import mlx_lm.utils  # noqa: F401 - before the first load, while nothing waits on us
 
-    rank = Rank(group, link, args.tick, args.probe_seconds)
+    rank = Rank(group, link, Pace(args.tick, args.idle_tick, args.probe_seconds))
     log.info("rank %d of %d on %s: ready in %.2f s (group %.2f s, mlx_lm %.2f s)", rank.rank,
              group.size(), rank.hostname, time.perf_counter() - started, joined - started,
              time.perf_counter() - joined)

@@ -24,26 +24,12 @@ from ..core.engine.worker import GenerationWorker
 from ..core.settings import EngineSettings
 from .collectives import Collective
 from .link import RankLink
+from .pace import Pace
 from .protocol import Cancel, Evict, Item, Load, Memory, RankReport, RemoteError, Shutdown, Step, Submit
 
-__all__ = ["RankWorker", "ProbeClock", "run_inline"]
+__all__ = ["RankWorker", "run_inline"]
 
 log = logging.getLogger("mlx_tui.distributed.rank")
-
-
-class ProbeClock:
-    """Says when the next memory report is due (rank 0 decides; the step carries it)."""
-
-    def __init__(self, every: float) -> None:
-        self.every = every
-        self._next = 0.0
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.every
-            return True
-        return False
 
 
 class _Inline:
@@ -95,13 +81,12 @@ class RankWorker(GenerationWorker):
 
     def __init__(self, name: str, model: Any, tokenizer: Any, settings: EngineSettings, *,
                  comm: Collective, link: RankLink | None, report: Callable[[], RankReport],
-                 tick: float, probes: ProbeClock) -> None:
+                 pace: Pace) -> None:
         super().__init__(name, model, tokenizer, settings, prompt_cache=None)
         self._comm = comm
         self._link = link
         self._report = report
-        self._tick = tick
-        self._probes = probes
+        self._pace = pace
         self._requests: dict[int, GenerationRequest] = {}
         self.lost: BaseException | None = None
         self.shutdown = False
@@ -109,7 +94,10 @@ class RankWorker(GenerationWorker):
     # -- rank 0 ------------------------------------------------------------------------------
     def _decide(self, block: bool) -> Step:
         assert self._link is not None
-        commands = self._link.take(self._tick if block else 0.0)
+        wait = self._pace.idle_wait() if block else 0.0
+        commands = self._link.take(wait)
+        if commands or not block:
+            self._pace.busy()
         submits: list[Submit] = []
         cancels: list[int] = []
         stop = shutdown = False
@@ -123,8 +111,8 @@ class RankWorker(GenerationWorker):
                 shutdown = shutdown or isinstance(command, Shutdown)
             elif isinstance(command, Load):
                 log.warning("%s: a load arrived while loaded; ignored", self.name)
-        return Step(tuple(submits), tuple(cancels), stop, shutdown, self._probes.due(),
-                    idle=block and not commands)
+        return Step(tuple(submits), tuple(cancels), stop, shutdown, self._pace.probe_due(),
+                    idle=0.0 if commands else wait)
 
     # -- every rank ----------------------------------------------------------------------------
     def _drain_inbox(self, waiting: Any, block: bool) -> bool:
@@ -150,7 +138,7 @@ class RankWorker(GenerationWorker):
             self.shutdown = step.shutdown
             return False
         if step.idle and self._comm.rank != 0:
-            time.sleep(self._tick)  # rank 0 waits one tick for work before the next collective
+            time.sleep(step.idle)  # rank 0 waits that long for work before the next collective
         return True
 
     def _forget(self, seq: int) -> None:
