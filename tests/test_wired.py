@@ -187,3 +187,61 @@ def test_the_pool_counts_as_this_apps_own_wired_memory() -> None:
     assert watch.observe(mac_snapshot(wired=9 * GIB, mlx_active=2 * GIB, mlx_cache=4 * GIB)) is None
     assert watch.observe(cuda_snapshot()) is None and WiredNeighbours.foreign_bytes(
         cuda_snapshot()) is None
+
+
+class MacProbe:
+    """A Mac's unified memory as the probe reads it there (recorded shape): 64 GB, a 48 GB
+    recommended working set, macOS's default wired limit; MLX's own bytes counted in."""
+
+    def __init__(self, recommended: int = 48 * GIB) -> None:
+        self.recommended = recommended
+
+    def snapshot(self) -> MemorySnapshot:
+        import mlx.core as mx
+
+        used = 20 * GIB + mx.get_active_memory()
+        return MemorySnapshot(total_bytes=64 * GIB, used_bytes=used, available_bytes=64 * GIB - used,
+                              kind="unified", source="unified memory (psutil)",
+                              system_total_bytes=64 * GIB, system_used_bytes=used, wired_bytes=0,
+                              wired_limit_bytes=0, recommended_working_set_bytes=self.recommended)
+
+
+def test_the_cache_wires_the_loaded_set_and_gives_the_limit_back_when_it_empties(
+        model_factory) -> None:
+    from mlx_tui.core.cache import ModelCache
+    from mlx_tui.core.loader import MlxLoader
+
+    from .conftest import make_settings
+
+    calls: list[int] = []
+    wired = WiredLimit(setter=lambda limit: calls.append(limit) or 0)
+    cache = ModelCache(make_settings({"a": str(model_factory("a"))}), MlxLoader(), MacProbe(),
+                       wired=wired)
+    try:
+        cache.acquire("a").release()
+        size = cache.get("a").resident_bytes
+        assert calls and size < calls[-1] <= 1.2 * size, "the loaded set plus headroom is wired"
+        cache.evict("a")
+        assert calls[-1] == 0, "nothing loaded: the original limit (0) is back"
+    finally:
+        cache.close()
+
+
+def test_a_load_past_the_wired_ceiling_says_the_sysctl_that_would_fit_it(model_factory) -> None:
+    from mlx_tui.core.cache import ModelCache
+    from mlx_tui.core.events import EventKind
+    from mlx_tui.core.loader import MlxLoader
+
+    from .conftest import make_settings
+
+    events = []
+    cache = ModelCache(make_settings({"a": str(model_factory("a"))}), MlxLoader(),
+                       MacProbe(recommended=100_000), wired=WiredLimit(setter=lambda limit: 0))
+    cache.subscribe(lambda e: events.append(e) if e.kind is EventKind.MEMORY_ADVICE else None)
+    try:
+        cache.acquire("a").release()
+        [advice] = events
+        assert "sudo sysctl iogpu.wired_limit_mb=1024" in advice.message and advice.model == "a"
+        assert cache.get("a").is_loaded, "advice, not a refusal"
+    finally:
+        cache.close()

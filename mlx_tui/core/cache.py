@@ -43,6 +43,7 @@ from .settings import Settings, SettingsError
 from .store import Store
 from .units import format_bytes, iso_seconds
 from .usage import UsageRecorder
+from .wired import WiredLimit, WiredNeighbours, wired_advice
 
 __all__ = ["ModelState", "ModelView", "ModelTooLarge", "Lease", "ModelCache"]
 
@@ -299,6 +300,7 @@ class ModelCache:
         store: Store | None = None,
         catalog: Catalog | None = None,
         clock: Callable[[], float] = time.time,
+        wired: WiredLimit | None = None,
     ) -> None:
         self._settings = settings
         self._loader = loader
@@ -321,6 +323,9 @@ class ModelCache:
         self._releaser = ThreadPoolExecutor(1, thread_name_prefix="lease-release")
         self._generation_threads = MlxThreadPool("mlx-generate")
         self._closed = False
+        # On a Mac: MLX's wired limit follows the loaded set; another process wiring is noticed.
+        self._wired = wired or WiredLimit(enabled=settings.memory.manage_wired_limit)
+        self._neighbours = WiredNeighbours()
         # Uses of past sessions and this one, by name (SQLite is read once, then counted here).
         try:
             usage = store.usage() if store else {}
@@ -635,9 +640,17 @@ class ModelCache:
                 )
         if view is None:
             return None
+        self._follow_wired_limit()
         if self._usage is not None:
             self._usage.record_load(entry.name, loaded.load_seconds)
         return view
+
+    def _follow_wired_limit(self) -> None:
+        """Without the lock, after a load or an eviction: wire what the loaded set needs (a
+        Mac only; restores the original limit once nothing is loaded)."""
+        with self._lock:
+            resident = sum(e.resident_bytes for e in self._models.entries() if e.state is ModelState.LOADED)
+        self._wired.apply(resident, self.memory())
 
     # -- prompt caches ----------------------------------------------------------------------------
     def _prompt_cache_for(self, entry: _Entry) -> PromptCacheStore | None:
@@ -712,6 +725,11 @@ class ModelCache:
                                     used_bytes=snap.used_bytes, total_bytes=snap.total_bytes)
             reason = f"making room for {entry.name}"
             by_name = {e.name: e for e in entries}
+            staying = sum(e.resident_bytes for e in entries
+                          if e.state is ModelState.LOADED and e.name not in plan.evict)
+            advice = wired_advice(entry.info.estimated_bytes + staying, snap, entry.name)
+            if advice:
+                self._event(EventKind.MEMORY_ADVICE, advice, entry.name, logging.WARNING, wired_advice=advice)
             return [v for v in (self._begin_eviction(by_name[n], reason) for n in plan.evict) if v]
 
     # -- using -----------------------------------------------------------------------------------
@@ -791,6 +809,7 @@ class ModelCache:
                 victim.worker.stop()
         del victim
         self._loader.free()
+        pool = self.memory(fresh=True).mlx_cache_bytes  # MLX's buffer pool: 0 once really freed
         with self._locked():
             for victim in victims:
                 entry = victim.entry
@@ -798,8 +817,11 @@ class ModelCache:
                     entry.state = ModelState.NOT_LOADED
                     entry.resident_bytes = 0
                 self._event(EventKind.EVICTED,
-                            f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})",
-                            entry.name, reason=victim.reason, freed_bytes=victim.freed_bytes)
+                            f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})"
+                            + (f"; MLX still pools {format_bytes(pool)}" if pool else ""),
+                            entry.name, reason=victim.reason, freed_bytes=victim.freed_bytes,
+                            pool_bytes_after=pool)
+        self._follow_wired_limit()
 
     def evict(self, name: str, reason: str = "asked by user", *, idle_since: float | None = None,
               allow_paths: bool = True) -> bool:
@@ -887,6 +909,9 @@ class ModelCache:
         """Read memory now and clean up past a threshold (the monitor calls this each poll)."""
         snap = self.memory(fresh=True)
         self._emit(EventKind.MEMORY, f"memory {snap.used_fraction:.1%}", snapshot=snap)
+        neighbour = self._neighbours.observe(snap)
+        if neighbour:
+            self._emit(EventKind.MEMORY_ADVICE, neighbour, level=logging.WARNING)
         plan = self._run_cleanup(snap)
         if plan.evict:
             self.report_memory()
@@ -906,6 +931,9 @@ class ModelCache:
         rebuilt and rescanned only when ``[models]`` or ``[catalog]`` changed.
         """
         rescan = sections is None or bool(sections & {"models", "catalog"})
+        if not settings.memory.manage_wired_limit and self._wired.enabled:
+            self._wired.apply(0, self.memory())  # put back the limit it had before
+        self._wired.enabled = settings.memory.manage_wired_limit
         with self._lock:
             self._settings = settings
             if rescan:
@@ -932,6 +960,7 @@ class ModelCache:
             self._closed = True
             victims = [v for v in (self._begin_eviction(e, "closing") for e in self._models.entries()) if v]
         self._finish_evictions(victims)
+        self._wired.apply(0, self.memory())
         if self._usage is not None:
             self._usage.close()
 

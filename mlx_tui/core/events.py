@@ -37,6 +37,7 @@ class EventKind(str, Enum):
     MEMORY = "memory"
     SETTINGS = "settings"
     PROMPT_CACHE = "prompt_cache"
+    MEMORY_ADVICE = "memory_advice"  # a Mac's wired limit too low for a load, another process wiring
 
 
 @dataclass(frozen=True)
