@@ -32,7 +32,7 @@ from .common import go_offline
 go_offline()  # benchmarks never touch the network
 
 MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open",
-                            "gpu_memory")
+                            "gpu_memory", "distributed")
 """Benchmark modules of this package, in the order they run and appear in the report."""
 
 TITLES = {

@@ -96,6 +96,20 @@ def _key(path: Path | str | None) -> str:
         return str(path)
 
 
+def _by_error(ranks: tuple[RankReport, ...], hostfile: Hostfile) -> str:
+    """``host (rank 1): why; host (ranks 0, 2): why``: ranks that failed alike, together."""
+    groups: dict[str, list[RankReport]] = {}
+    for r in ranks:
+        if r.error:
+            groups.setdefault(r.error, []).append(r)
+    parts = []
+    for error, failed in groups.items():
+        hosts = ", ".join(dict.fromkeys(hostfile.label(r.rank) for r in failed))
+        which = ", ".join(str(r.rank) for r in failed)
+        parts.append(f"{hosts} (rank{'s' if len(failed) > 1 else ''} {which}): {error}")
+    return "; ".join(parts)
+
+
 class _Served:
     """A distributed model's group, worker and last error; guarded by the loader's lock."""
 
@@ -191,9 +205,8 @@ class DistributedLoader:
         if isinstance(reply, LoadRefused):
             raise self._refusal(info.name, reply.ranks, served.estimates, spec.hostfile)
         if not isinstance(reply, Loaded):
-            failed = "; ".join(f"{spec.hostfile.label(r.rank)} (rank {r.rank}): {r.error}"
-                               for r in reply.ranks if r.error)
-            raise DistributedLoadError(f"{info.name}: the ranks could not load it: {failed}")
+            raise DistributedLoadError(f"{info.name}: the ranks could not load it: "
+                                       f"{_by_error(reply.ranks, spec.hostfile)}")
         worker = RemoteWorker(info.name, tokenizer, engine, group.send,
                               on_stop=lambda: self._free_shards(served), lost_grace=spec.group.lost_grace)
         model = DistributedModel(info.name, group, worker)
