@@ -85,7 +85,6 @@ def test_a_scrape_counts_loads_replies_tokens_and_evictions_and_shows_the_cache_
     beta = runtime.cache.get("beta")
     assert value(samples, "mlx_tui_model_resident_bytes", model="beta") == beta.resident_bytes > 0
     assert value(samples, "mlx_tui_model_use_count", model="beta") == beta.use_count == 1
-    assert value(samples, "mlx_tui_model_prompt_cache_bytes", model="beta") >= 0
 
     assert total(samples, "mlx_tui_requests_total", endpoint="/api/chat", model="alpha") == 2
     assert total(samples, "mlx_tui_requests_total", endpoint="/v1/messages", model="beta") == 1
@@ -96,8 +95,27 @@ def test_a_scrape_counts_loads_replies_tokens_and_evictions_and_shows_the_cache_
                  kind="prompt") == prompt
     assert total(samples, "mlx_tui_time_to_first_token_seconds_count") == 3
     assert value(samples, "mlx_tui_request_errors_total", endpoint="/api/chat", status="404") == 1
-    assert total(samples, "mlx_tui_prompt_cache_hit_tokens_total") >= 0
     assert value(samples, "mlx_tui_requests_in_flight") == 0
+
+
+def test_a_repeated_prompt_is_read_from_the_prompt_cache_and_the_scrape_counts_it(
+        runtime_factory: Callable[..., Runtime], models: dict[str, str]) -> None:
+    runtime = runtime_factory({"beta": models["beta"]}, prompt_cache={"min_tokens": 1})
+    ask = [{"role": "user", "content": "Hello there, how are you today, my friend?"}]
+
+    with serving(runtime) as server, anthropic.Anthropic(base_url=server.url, api_key="x",
+                                                         max_retries=0) as claude:
+        first, again = (claude.messages.create(model="beta", max_tokens=4, messages=ask)
+                        for _ in range(2))
+        samples = scrape(server)
+
+    hits = again.usage.cache_read_input_tokens or 0
+    assert (first.usage.cache_read_input_tokens or 0) == 0
+    assert hits > 0
+    assert again.usage.input_tokens + hits == first.usage.input_tokens  # the same prompt
+    assert value(samples, "mlx_tui_prompt_cache_hit_tokens_total", model="beta") == hits
+    assert value(samples, "mlx_tui_model_prompt_cache_bytes", model="beta") == \
+        runtime.cache.get("beta").prompt_cache_bytes > 0
 
 
 def test_memory_and_thresholds_are_the_cache_s_own_figures(server: ApiServer,
