@@ -93,3 +93,54 @@ def test_odd_names_never_break_the_listings(
         assert response.status_code == 200, (path, response.text)
     names = [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert "m\\xff\\xfe-odd" in names and "/tmp/\ud800" not in names
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_the_others_are_served(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path],
+        serving: Callable[..., httpx.Client]) -> None:
+    runtime = runtime_factory({"a": str(model_factory("a"))}, engine={"max_batch": 1, "queue_size": 1})
+    client = serving(runtime)
+    assert ask(client, "a").status_code == 200
+    gate = threading.Event()
+    with runtime.cache.acquire("a") as lease:
+        lease.worker.call(lambda: gate.wait(30))  # the worker is busy: requests pile up
+    with ThreadPoolExecutor(3) as pool:
+        first = [pool.submit(ask, client, "a") for _ in range(2)]
+        wait_until(lambda: runtime.cache.get("a").requests_in_flight == 2)
+        busy = ask(client, "a")
+        gate.set()
+        assert [f.result().status_code for f in first] == [200, 200]
+    assert busy.status_code == 503, busy.text
+    assert int(busy.headers["retry-after"]) >= 1
+    assert "engine.queue_size" in busy.json()["error"]["message"]
+
+
+def test_a_client_that_leaves_during_its_prompt_costs_at_most_one_prefill_chunk(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path],
+        serving: Callable[..., httpx.Client], caplog: pytest.LogCaptureFixture) -> None:
+    runtime = runtime_factory({"a": str(model_factory("a"))}, engine={"prefill_step": 64})
+    client = serving(runtime)
+    assert ask(client, "a").status_code == 200
+    caplog.set_level("INFO", logger="mlx_tui.chat")
+    gate = threading.Event()
+    with runtime.cache.acquire("a") as lease:
+        lease.worker.call(lambda: gate.wait(30))
+    long_prompt = [{"role": "user", "content": "word " * 3000}]
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up while the prompt waits
+        client.post("/v1/chat/completions", timeout=1.0,
+                    json={"model": "a", "messages": long_prompt, "max_tokens": 4, "stream": True})
+    wait_until(lambda: runtime.cache.get("a").requests_in_flight == 1)
+    gate.set()
+    wait_until(lambda: runtime.cache.get("a").requests_in_flight == 0)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().endswith("cancelled")]
+    read = int(line.split(" read)")[0].rsplit(", ", 1)[1])
+    assert read <= 64, f"at most one prefill chunk of a ~9,000-token prompt: {line}"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
