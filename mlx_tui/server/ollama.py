@@ -284,7 +284,7 @@ class OllamaApi:
         if lift:
             cache.pin(name, False)
         if keep_alive.action == "idle":
-            cache.set_idle_unload(name, keep_alive.seconds)  # type: ignore[attr-defined]
+            cache.set_idle_unload(name, keep_alive.seconds)
 
 
 def ollama_routes() -> list[Route]:
