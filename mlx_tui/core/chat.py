@@ -3,27 +3,35 @@
 :meth:`ChatEngine.start` does what a request needs before generation (check the caps, wait for
 the model to load while watching the caller's cancel event, take a lease, render the messages
 with the model's chat template into token ids) and submits the request to the model's
-generation worker, which batches it with the others. The returned :class:`Reply` is read from
+generation worker, which batches it with the others. :meth:`ChatEngine.start_tokens` does the
+same for a prompt that is already token ids (``/v1/completions``: no chat template). The returned :class:`Reply` is read from
 a plain thread (:meth:`Reply.take`, or :meth:`ChatEngine.stream` as an iterator) or from an
 asyncio event loop (:meth:`Reply.atake`); the reader never runs MLX. The last delta carries
 :class:`ChatStats`: tokens, tokens/s, time to first token, tokens reused from the prompt cache,
-and whether (and how long) the model had to be loaded first.
+and whether (and how long) the model had to be loaded first. When the request gave tools,
+tool-call text is kept out of the deltas and the calls are parsed when the reply ends
+(:class:`~.engine.tools.ToolCallSplitter`): the last delta carries them, and its
+``finish_reason`` is "tool_calls".
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence, Union
 
 from .cache import Lease, ModelCache, ModelState
 from .chat_types import ChatDelta, ChatMessage, ChatStats, GenerationParams, ToolCall
 from .engine.request import Finished, GenerationHandle, GenerationRequest, Piece
+from .engine.tools import ToolCallSplitter
 from .errors import RequestRejected, RequestTooLarge, UnsupportedRequest
 
 __all__ = ["ChatMessage", "GenerationParams", "ChatStats", "ChatDelta", "ToolCall", "ChatEngine",
-           "Reply", "render_prompt", "prompt_tokens", "CHARS_PER_TOKEN_BOUND"]
+           "Reply", "render_prompt", "prompt_tokens", "CHARS_PER_TOKEN_BOUND", "TOOL_CHOICES",
+           "PromptSource"]
 
 log = logging.getLogger("mlx_tui.chat")
 
@@ -32,13 +40,38 @@ CHARS_PER_TOKEN_BOUND = 16
 longer than ``max_prompt_tokens * 16`` characters is refused before it is tokenized (which
 alone would keep a CPU busy for a long time on a megabyte of text)."""
 
+TOOL_CHOICES = ("auto", "none", "required")
+"""What :meth:`ChatEngine.start` does with ``tools``: "auto" (the model decides), "none" (the
+tools are not shown to the model, and nothing is parsed), "required" (the reply is made to
+begin with the model's tool-call marker, so it must call one)."""
+
+PromptSource = Union[Sequence[int], Callable[[Any], Sequence[int]]]
+"""A prompt for :meth:`ChatEngine.start_tokens`: token ids, or a function of the model's
+tokenizer that makes them (called once the model is loaded, on the caller's thread)."""
+
+
+def _template_call(call: dict[str, Any]) -> dict[str, Any]:
+    """A tool call as chat templates expect it: the arguments as a mapping (templates write
+    them with ``tojson``), not the JSON text OpenAI sends; text that is not a JSON object
+    stays text."""
+    function = call.get("function")
+    arguments = function.get("arguments") if isinstance(function, dict) else None
+    if isinstance(arguments, str):
+        try:
+            parsed = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return {**call, "function": {**function, "arguments": parsed}}
+    return dict(call)
+
 
 def _message_dicts(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     dicts = []
     for m in messages:
         d: dict[str, Any] = {"role": m.role, "content": m.content}
         if m.tool_calls:
-            d["tool_calls"] = [dict(c) for c in m.tool_calls]
+            d["tool_calls"] = [_template_call(c) for c in m.tool_calls]
         if m.tool_call_id is not None:
             d["tool_call_id"] = m.tool_call_id
         if m.name is not None:
@@ -68,13 +101,23 @@ def prompt_tokens(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=add_special))
 
 
+def _begins_with_space(tokenizer: Any, token: int) -> bool:
+    """Whether ``token`` is written with a leading space (byte-level BPE's "Ġ", SentencePiece's
+    "▁")."""
+    try:
+        piece = tokenizer.convert_ids_to_tokens(token)
+    except Exception:  # noqa: BLE001 - a tokenizer without the mapping: leave the text alone
+        return False
+    return isinstance(piece, str) and piece[:1] in ("Ġ", "▁")
+
+
 def _ended(model: str, last: object, lease: Lease) -> None:
     """On the worker's thread, as a request ends: log it, and let the model go."""
     if isinstance(last, Finished):
         rate = (last.generation_tokens - 1) / last.decode_seconds if last.decode_seconds > 0 else 0.0
-        log.info("%s: %d tokens at %.1f tok/s, prompt %d tokens (%d from the prompt cache), %s",
+        log.info("%s: %d tokens at %.1f tok/s, prompt %d tokens (%d from the prompt cache, %d read), %s",
                  model, last.generation_tokens, rate, last.prompt_tokens, last.cached_tokens,
-                 last.finish_reason)
+                 last.prefilled_tokens, last.finish_reason)
     else:
         log.warning("%s: generation failed: %s", model, last)
     lease.release_soon()
@@ -88,8 +131,13 @@ class Reply:
     """
 
     def __init__(self, model: str, lease: Lease | None, handle: GenerationHandle | None,
-                 started: float, loaded_first: bool, load_seconds: float) -> None:
+                 started: float, loaded_first: bool, load_seconds: float,
+                 splitter: ToolCallSplitter | None = None, keep_first_space: bool = False) -> None:
         self.model = model
+        self._splitter = splitter
+        # mlx-lm's streaming detokenizers drop the space that begins a reply (right after a
+        # chat template's "assistant\n"); a completion of "x =" must keep it (" 5").
+        self._keep_first_space = keep_first_space
         self._lease = lease
         self._handle = handle
         self._started = started
@@ -138,25 +186,38 @@ class Reply:
         texts: list[str] = []
         logprobs: list[Any] = []
         out: list[ChatDelta] = []
+        splitter = self._splitter
         for item in items:
             if isinstance(item, Piece):
-                texts.append(item.text)
+                text = item.text
+                if self._keep_first_space and text:
+                    self._keep_first_space = False
+                    if item.tokens and not text.startswith(" ") and \
+                            _begins_with_space(self.tokenizer, item.tokens[0]):
+                        text = " " + text
+                texts.append(splitter.feed(text) if splitter is not None else text)
                 logprobs.extend(item.logprobs)
             elif isinstance(item, Finished):
-                if texts or logprobs:
+                calls: tuple[ToolCall, ...] = ()
+                if splitter is not None:
+                    held, calls = splitter.finish()
+                    texts.append(held)
+                if any(texts) or logprobs:
                     out.append(ChatDelta("".join(texts), logprobs=tuple(logprobs)))
-                    texts, logprobs = [], []
+                texts, logprobs = [], []
                 self.stats = self._stats(item)
+                if calls and item.finish_reason == "stop":
+                    self.stats = replace(self.stats, finish_reason="tool_calls")
                 self.done = True
                 if release:
                     self.close()
-                out.append(ChatDelta(stats=self.stats))
+                out.append(ChatDelta(stats=self.stats, tool_calls=calls))
             elif isinstance(item, BaseException):
                 self.done = True
                 if release:
                     self.close()
                 raise item
-        if texts or logprobs:
+        if any(texts) or logprobs:
             out.append(ChatDelta("".join(texts), logprobs=tuple(logprobs)))
         return out
 
@@ -177,6 +238,8 @@ class Reply:
             load_seconds=self._load_seconds,
             finish_reason=f.finish_reason,
             cached_tokens=f.cached_tokens,
+            prefilled_tokens=f.prefilled_tokens,
+            stop_sequence=f.stop_sequence,
             prefill_seconds=f.prefill_seconds,
             queued_seconds=f.queued_seconds,
         )
@@ -209,19 +272,25 @@ class ChatEngine:
         limits = self.cache.settings.engine
         if len(messages) > limits.max_messages:
             raise RequestTooLarge("messages", len(messages), limits.max_messages, "engine.max_messages")
-        if params.max_tokens > limits.max_tokens:
+        self._check_params(params)
+        self._check_chars(sum(len(m.content) for m in messages))
+
+    def _check_params(self, params: GenerationParams) -> None:
+        limit = self.cache.settings.engine.max_tokens
+        if params.max_tokens > limit:
             raise RequestRejected(f"max_tokens {params.max_tokens:,} is over the limit of "
-                                  f"{limits.max_tokens:,} (settings.toml engine.max_tokens)")
-        chars = sum(len(m.content) for m in messages)
-        if chars > limits.max_prompt_tokens * CHARS_PER_TOKEN_BOUND:
-            raise RequestTooLarge("prompt characters", chars,
-                                  limits.max_prompt_tokens * CHARS_PER_TOKEN_BOUND,
-                                  "engine.max_prompt_tokens")
+                                  f"{limit:,} (settings.toml engine.max_tokens)")
+
+    def _check_chars(self, chars: int) -> None:
+        bound = self.cache.settings.engine.max_prompt_tokens * CHARS_PER_TOKEN_BOUND
+        if chars > bound:
+            raise RequestTooLarge("prompt characters", chars, bound, "engine.max_prompt_tokens")
 
     def start(self, model: str, messages: Sequence[ChatMessage],
               params: GenerationParams = GenerationParams(), cancel: threading.Event | None = None,
               tools: Sequence[dict[str, Any]] | None = None, *, allow_paths: bool = True,
-              label: str = "chat", arrived: tuple[float, bool] | None = None) -> Reply:
+              label: str = "chat", arrived: tuple[float, bool] | None = None,
+              tool_choice: str = "auto") -> Reply:
         """Check, wait for the model, render and submit; returns the :class:`Reply`.
 
         Blocks while the model loads (call it from a worker thread, never an event loop); a
@@ -231,10 +300,81 @@ class ChatEngine:
         :class:`UnsupportedRequest`) before any text. ``arrived`` is ``(perf_counter time,
         was the model loaded)`` when the caller already waited for the load itself (the server
         awaits it without a thread), so the figures still count from the request's arrival.
+
+        ``tools`` (OpenAI's function-tool objects) go to the chat template; tool calls in the
+        reply are parsed with the model's own parser (see :data:`TOOL_CHOICES` for
+        ``tool_choice``). A model whose tokenizer cannot call tools refuses them.
         """
         self.check_request(messages, params)
-        cancel = cancel if cancel is not None else threading.Event()
+        if tool_choice not in TOOL_CHOICES:
+            raise UnsupportedRequest(f"tool_choice must be one of {', '.join(TOOL_CHOICES)}, "
+                                     f"not {tool_choice!r}")
+        if tool_choice == "required" and not tools:
+            raise UnsupportedRequest("tool_choice \"required\" needs tools to choose from")
+        if tool_choice == "none":
+            tools = None
         name = self.cache.get(model, allow_paths=allow_paths).name
+
+        def prompt(tokenizer: Any) -> list[int]:
+            if tools and not getattr(tokenizer, "has_tool_calling", False):
+                raise UnsupportedRequest(
+                    f"{name} cannot call tools: its chat template has no tool-calling support "
+                    "(send the request without tools, or pick a model trained for tools)")
+            text = render_prompt(tokenizer, messages, tools)
+            if tools and tool_choice == "required":
+                text += tokenizer.tool_call_start
+            return prompt_tokens(tokenizer, text)
+
+        def splitter(tokenizer: Any) -> ToolCallSplitter | None:
+            if not tools:
+                return None
+            return ToolCallSplitter(tokenizer, tools, inside_call=tool_choice == "required")
+
+        return self._submit(name, prompt, params, cancel, label, arrived, splitter)
+
+    def start_tokens(self, model: str, prompt: PromptSource,
+                     params: GenerationParams = GenerationParams(),
+                     cancel: threading.Event | None = None, *, allow_paths: bool = True,
+                     label: str = "completion", arrived: tuple[float, bool] | None = None,
+                     text_chars: int = 0) -> Reply:
+        """:meth:`start` for a prompt that is token ids, without a chat template.
+
+        ``prompt`` is the ids, or a function of the model's tokenizer returning them (to
+        encode text, or to place fill-in-the-middle tokens, once the model is loaded; it may
+        raise :class:`UnsupportedRequest` or :class:`RequestRejected`). ``text_chars`` is the
+        length of the text that function will encode, checked against the prompt cap before
+        the model is loaded. Ids outside the tokenizer's vocabulary are refused.
+        """
+        self._check_params(params)
+        self._check_chars(text_chars)
+        if not callable(prompt):
+            ids = list(prompt)
+            limit = self.cache.settings.engine.max_prompt_tokens
+            if len(ids) > limit:
+                raise RequestTooLarge("prompt tokens", len(ids), limit, "engine.max_prompt_tokens")
+            prompt = lambda tokenizer: ids  # noqa: E731
+        source = prompt
+        name = self.cache.get(model, allow_paths=allow_paths).name
+
+        def checked(tokenizer: Any) -> list[int]:
+            ids = list(source(tokenizer))
+            if not ids:
+                raise RequestRejected("the prompt is empty: send at least one token")
+            vocab = len(tokenizer)
+            bad = next((t for t in ids if not isinstance(t, int) or not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RequestRejected(f"token id {bad!r} is not in {name}'s vocabulary "
+                                      f"(ids go from 0 to {vocab - 1})")
+            return ids
+
+        return self._submit(name, checked, params, cancel, label, arrived, None, raw_text=True)
+
+    def _submit(self, name: str, prompt: Callable[[Any], list[int]], params: GenerationParams,
+                cancel: threading.Event | None, label: str, arrived: tuple[float, bool] | None,
+                splitter: Callable[[Any], ToolCallSplitter | None] | None,
+                raw_text: bool = False) -> Reply:
+        """Wait for ``name`` to load, take a lease, make the prompt's ids and submit them."""
+        cancel = cancel if cancel is not None else threading.Event()
         if arrived is None:
             started, was_loaded = time.perf_counter(), self.cache.get(name).state is ModelState.LOADED
         else:
@@ -245,20 +385,20 @@ class ChatEngine:
         try:
             load_seconds = 0.0 if was_loaded else time.perf_counter() - started
             tokenizer = lease.tokenizer
-            if tools and not getattr(tokenizer, "has_tool_calling", False):
-                raise UnsupportedRequest(
-                    f"{name} cannot call tools: its chat template has no tool-calling support "
-                    "(send the request without tools, or pick a model trained for tools)")
-            tokens = prompt_tokens(tokenizer, render_prompt(tokenizer, messages, tools))
+            if params.top_k >= len(tokenizer):  # mlx-lm refuses it; keeping every token is the same
+                params = replace(params, top_k=0)
+            tokens = prompt(tokenizer)
             limit = self.cache.settings.engine.max_prompt_tokens
             if len(tokens) > limit:
                 raise RequestTooLarge("prompt tokens", len(tokens), limit, "engine.max_prompt_tokens")
+            split = splitter(tokenizer) if splitter is not None else None
             handle = lease.worker.submit(GenerationRequest(tokens, params, cancel, label),
                                          on_done=lambda last: _ended(name, last, lease))
         except BaseException:
             lease.release()
             raise
-        return Reply(name, lease, handle, started, not was_loaded, load_seconds)
+        return Reply(name, lease, handle, started, not was_loaded, load_seconds, split,
+                     keep_first_space=raw_text)
 
     def _wait_for_load(self, model: str, cancel: threading.Event) -> bool:
         """Wait for ``model`` to load, watching ``cancel``; False when cancelled first.

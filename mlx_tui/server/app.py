@@ -14,10 +14,11 @@ and size, ``Connection: close`` on 5xx).
 from __future__ import annotations
 
 import asyncio
-import json
+from dataclasses import replace
 import logging
 import os
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, AsyncIterator
 
 from starlette.applications import Starlette
@@ -38,7 +39,8 @@ from .errors import ApiError, as_api_error, bad_request
 from .anthropic import anthropic_routes
 from .metrics import metrics_routes
 from .ollama import ollama_routes
-from .openai import ChatRequest, Reply, model_object
+from .completions import completion_routes
+from .openai import BoundEngine, ChatRequest, Reply, model_object, sse_event
 from .security import ApiGuard
 from .streaming import Generation, Generations, cancel_on_disconnect
 
@@ -94,21 +96,27 @@ async def get_model(request: Request) -> Response:
 
 async def chat_completions(request: Request) -> Response:
     chat = parsed(ChatRequest.parse, await json_body(request))
-    generation = Generation(request.app.state.runtime.chat, chat, request.app.state.generations)
-    reply = Reply(chat.model)
+    chat = replace(chat, allow_paths=request.app.state.runtime.settings_store.settings.api.allow_model_paths)
+    engine = request.app.state.runtime.chat
+    bound = BoundEngine(engine.cache, partial(engine.start, tool_choice=chat.tool_choice))
+    generation = Generation(bound, chat, request.app.state.generations)
+    reply = Reply(chat.model, logprobs=chat.params.logprobs)
     try:
         async with cancel_on_disconnect(request.receive, generation.cancel):
             # The first piece (or the error) comes after the load: a model that cannot load
             # answers with its HTTP status, not with a stream that fails.
             first = await generation.next()
             if not chat.stream:
-                parts, stats, delta = [], None, first
+                parts, logprobs, calls, stats, delta = [], [], [], None, first
                 while delta is not None:
                     parts.append(delta.text)
+                    logprobs.extend(delta.logprobs)
+                    calls.extend(delta.tool_calls)
                     stats = delta.stats or stats
                     delta = await generation.next()
                 assert stats is not None
-                return JSONResponse(reply.completion("".join(parts), stats))
+                calls = calls if chat.parallel_tool_calls else calls[:1]
+                return JSONResponse(reply.completion("".join(parts), stats, calls, logprobs))
     except BaseException:
         generation.cancel.set()
         raise
@@ -119,34 +127,34 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
-
-
 async def _sse(generation: Generation, first: Any, chat: ChatRequest, reply: Reply,
                cache: ModelCache) -> AsyncIterator[str]:
-    """The reply as server-sent events: role, content pieces, finish (and usage), ``[DONE]``.
+    """The reply as server-sent events: role, content pieces (with their log-probabilities),
+    the tool calls, finish (and usage), ``[DONE]``.
 
     If the client goes away, Starlette cancels this generator and ``finally`` stops the
     generation; an error after the stream began is sent as one ``{"error": ...}`` event.
     """
     try:
-        yield _event(reply.chunk({"role": "assistant", "content": ""}))
-        stats, delta = None, first
+        yield sse_event(reply.chunk({"role": "assistant", "content": ""}))
+        stats, delta, calls = None, first, []
         while delta is not None:
-            if delta.text:
-                yield _event(reply.chunk({"content": delta.text}))
+            if delta.text or delta.logprobs:
+                yield sse_event(reply.chunk({"content": delta.text}, logprobs=delta.logprobs))
+            calls.extend(delta.tool_calls)
             stats = delta.stats or stats
             delta = await generation.next()
         assert stats is not None
-        yield _event(reply.final_chunk(stats))
+        if calls:
+            yield sse_event(reply.tool_calls_chunk(calls if chat.parallel_tool_calls else calls[:1]))
+        yield sse_event(reply.final_chunk(stats))
         if chat.include_usage:
-            yield _event(reply.usage_chunk(stats))
+            yield sse_event(reply.usage_chunk(stats))
     except Exception as exc:  # noqa: BLE001 - the status line is sent; report in the stream
         error = as_api_error(exc, cache)
         if error.type == "internal_error":
             log.error("chat stream failed", exc_info=exc)
-        yield _event(error.body())
+        yield sse_event(error.body())
     finally:
         generation.cancel.set()
     yield "data: [DONE]\n\n"
@@ -215,6 +223,7 @@ def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{name:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            *completion_routes(),
             Route("/models/load", load_model, methods=["POST"]),
             Route("/models/evict", evict_model, methods=["POST"]),
             Route("/models/pin", pin_model, methods=["POST"]),
