@@ -243,6 +243,7 @@ class _Victim:
     worker: GenerationWorker | None
     freed_bytes: int
     reason: str
+    cause: str  # admission, cleanup, emergency, idle, requested, deferred, shutdown
 
 
 class Lease:
@@ -730,7 +731,7 @@ class ModelCache:
             advice = wired_advice(entry.info.estimated_bytes + staying, snap, entry.name)
             if advice:
                 self._event(EventKind.MEMORY_ADVICE, advice, entry.name, logging.WARNING, wired_advice=advice)
-            return [v for v in (self._begin_eviction(by_name[n], reason) for n in plan.evict) if v]
+            return [v for v in (self._begin_eviction(by_name[n], reason, "admission") for n in plan.evict) if v]
 
     # -- using -----------------------------------------------------------------------------------
     def acquire(self, name: str, timeout: float | None = None, *, allow_paths: bool = True) -> Lease:
@@ -773,14 +774,14 @@ class ModelCache:
             leases = entry.leases
             victim = None
             if entry.leases == 0 and entry.evict_when_idle:
-                victim = self._begin_eviction(entry, "deferred clean-up, request finished")
+                victim = self._begin_eviction(entry, "deferred clean-up, request finished", "deferred")
             self._event(EventKind.RELEASED, f"{entry.name}: request finished ({leases} still in use)",
                         entry.name, logging.DEBUG, in_use=leases)
         if victim:
             self._finish_evictions([victim])
 
     # -- evicting --------------------------------------------------------------------------------
-    def _begin_eviction(self, entry: _Entry, reason: str) -> _Victim | None:
+    def _begin_eviction(self, entry: _Entry, reason: str, cause: str = "requested") -> _Victim | None:
         """Under the lock: move a loaded, idle model to ``evicting`` and take its worker (the
         only holder of the model: leases drop theirs on release), so the memory is garbage once
         :meth:`_finish_evictions` stops the worker and collects. A model in use is only marked,
@@ -797,7 +798,7 @@ class ModelCache:
         worker, entry.worker = entry.worker, None
         entry.state = ModelState.EVICTING
         entry.evict_when_idle = False
-        return _Victim(entry, worker, entry.resident_bytes, reason)
+        return _Victim(entry, worker, entry.resident_bytes, reason, cause)
 
     def _finish_evictions(self, victims: list[_Victim]) -> None:
         """Without the lock: stop each worker (it drops the model on its own thread), return the
@@ -819,12 +820,13 @@ class ModelCache:
                 self._event(EventKind.EVICTED,
                             f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})"
                             + (f"; MLX still pools {format_bytes(pool)}" if pool else ""),
-                            entry.name, reason=victim.reason, freed_bytes=victim.freed_bytes,
+                            entry.name, reason=victim.reason, cause=victim.cause,
+                            freed_bytes=victim.freed_bytes,
                             pool_bytes_after=pool)
         self._follow_wired_limit()
 
     def evict(self, name: str, reason: str = "asked by user", *, idle_since: float | None = None,
-              allow_paths: bool = True) -> bool:
+              allow_paths: bool = True, cause: str | None = None) -> bool:
         """Unload ``name`` now; if it is in use, when its request ends. True if unloaded now.
 
         With ``idle_since``, only a model idle since then is unloaded (and an in-use one is left
@@ -834,7 +836,7 @@ class ModelCache:
         with self._locked():
             if idle_since is not None and (entry.leases > 0 or max(entry.last_used, entry.loaded_at) > idle_since):
                 return False
-            victim = self._begin_eviction(entry, reason)
+            victim = self._begin_eviction(entry, reason, cause or ("idle" if idle_since is not None else "requested"))
         self._finish_evictions([victim] if victim else [])
         return victim is not None
 
@@ -887,9 +889,10 @@ class ModelCache:
                 return plan
             why = f"{plan.level} clean-up" + (f", {reason}" if reason else "")
             by_name = {e.name: e for e in entries}
-            victims = [v for v in (self._begin_eviction(by_name[n], why) for n in plan.evict) if v]
+            cause = "emergency" if plan.level == "emergency" else "cleanup"
+            victims = [v for v in (self._begin_eviction(by_name[n], why, cause) for n in plan.evict) if v]
             for name in plan.deferred:
-                self._begin_eviction(by_name[name], why)
+                self._begin_eviction(by_name[name], why, cause)
             message = _cleanup_message(plan, reason, manual)
             plan = replace(plan, reason=message)
             self._event(EventKind.CLEANUP, message, level=logging.WARNING, cleanup=plan.level,
@@ -958,7 +961,7 @@ class ModelCache:
         """Unload every idle model (memory goes back at once) and write the statistics."""
         with self._locked():
             self._closed = True
-            victims = [v for v in (self._begin_eviction(e, "closing") for e in self._models.entries()) if v]
+            victims = [v for v in (self._begin_eviction(e, "closing", "shutdown") for e in self._models.entries()) if v]
         self._finish_evictions(victims)
         self._wired.apply(0, self.memory())
         if self._usage is not None:

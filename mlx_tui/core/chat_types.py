@@ -70,6 +70,7 @@ class ChatStats:
     finish_reason: str = "stop"  # "stop", "length", "cancelled", "tool_calls"
     cached_tokens: int = 0
     prefilled_tokens: int = 0  # prompt tokens the model actually read (the rest was cached)
+    stop_sequence: str | None = None  # which of the request's stop strings ended the reply
     prefill_seconds: float = 0.0
     queued_seconds: float = 0.0
 

@@ -16,7 +16,6 @@ import threading
 import time
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any, AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
@@ -38,9 +37,6 @@ class Generation:
 
     def __init__(self, chat: Any, request: ChatRequest, registry: "Generations") -> None:
         self.cancel = threading.Event()
-        if not hasattr(chat, "start") and hasattr(chat, "_chat"):  # a wrapper binding tools
-            request = replace(request, tools=tuple(getattr(chat, "_tools", ()) or ()))
-            chat = chat._chat
         self._chat = chat
         self._request = request
         self._registry = registry

@@ -54,6 +54,7 @@ class Finished:
     queued_seconds: float
     generated: tuple[int, ...] = ()
     prefilled_tokens: int = 0  # prompt tokens actually processed (the rest came from a cache)
+    stop_sequence: str | None = None  # the stop string that ended it, when one did
 
 
 @dataclass(eq=False)

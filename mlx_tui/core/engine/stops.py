@@ -18,6 +18,7 @@ class StopMatcher:
         self._longest = max((len(s) for s in self._stops), default=0)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the reply
 
     def feed(self, text: str) -> str:
         """The part of ``held + text`` that cannot be the start of a stop string, to show now.
@@ -29,9 +30,11 @@ class StopMatcher:
         if not self._stops:
             return text
         buffer = self._held + text
-        cut = min((i for i in (buffer.find(s) for s in self._stops) if i >= 0), default=-1)
+        hits = [(i, s) for s in self._stops if (i := buffer.find(s)) >= 0]
+        cut = min(hits)[0] if hits else -1
         if cut >= 0:
             self.stopped = True
+            self.matched = min(hits)[1]
             self._held = ""
             return buffer[:cut]
         keep = self._partial_suffix(buffer)

@@ -368,6 +368,7 @@ class GenerationWorker:
                 queued_seconds=item.started_at - request.submitted_at,
                 generated=tuple(item.generated),
                 prefilled_tokens=item.prefilled,
+                stop_sequence=item.stops.matched,
             ))
         with self._lock:
             self._in_flight -= 1
