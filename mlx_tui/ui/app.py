@@ -2,8 +2,10 @@
 
 The app owns no model state: it subscribes to the cache, whose listeners run in the cache's
 threads and only post a :class:`CacheEventPosted` message; the handler on the event loop hands
-the news to the widget that shows it. Loads, evictions and replies run in threads; the app
-only renders, so it stays usable while a model loads or a reply streams.
+the news to the widget that shows it. Settings come the same way, from the runtime's watch of
+settings.toml, only for the sections the app shows (``[ui]``, ``[memory]``, ``[cache]``).
+Loads, evictions and replies run in threads; the app only renders, so it stays usable while a
+model loads or a reply streams.
 
 ``run_app(args)`` is what ``mlx-tui`` runs: it builds the runtime, runs the app (which starts
 the cache's monitor and preloads after its first frame) and closes everything on the way out.
@@ -14,12 +16,14 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.content import Content
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.theme import Theme
 from textual.timer import Timer
@@ -31,10 +35,13 @@ from ..core.chat import GenerationParams
 from ..core.events import CacheEvent, EventKind
 from ..core.runtime import Runtime, build_runtime
 from ..core.settings import Settings
-from .keys import display_key, key_rows, keys_markdown, unknown_binding_ids
+from .keys import key_rows, keys_markdown, unknown_binding_ids
 from .messages import ApiStatus, CacheEventPosted, SettingsChanged
-from .themes import DEFAULT_THEME, scan_themes, theme_dirs
-from .widgets.chat import ChatInput, ChatPane
+from .names import ShownNames
+from .palette import palette_commands, without_duplicates
+from .theming import AppThemes
+from .themes import DEFAULT_THEME, theme_dirs
+from .widgets.chat import ChatInput, ChatPane, params_with_defaults
 from .widgets.event_log import LOGGED, EventLog
 from .widgets.memory_gauge import MemoryGauge
 from .widgets.models_table import ModelsTable
@@ -47,17 +54,13 @@ __all__ = ["MlxTuiApp", "run_app", "binding_groups"]
 _BUSY = (ModelState.LOADING, ModelState.QUEUED, ModelState.EVICTING)
 
 
-@dataclass(frozen=True)
-class _Command:
-    """One palette entry: what it is called and which action it runs."""
-
-    title: str
-    help: str
-    action: str
-
-
 class MlxTuiApp(App[int]):
-    """One screen over one :class:`Runtime`. The caller owns the runtime and closes it."""
+    """One screen over one :class:`Runtime`. The caller owns the runtime and closes it.
+
+    ``params`` fixes the generation options of every chat (tests); without it each chat starts
+    with its model's own defaults (``generation_config.json``). ``clock`` stamps the event log;
+    ``key_clock`` tells the models table single key presses from bursts of typing.
+    """
 
     CSS_PATH = "app.tcss"
     TITLE = "mlx-tui"
@@ -88,19 +91,24 @@ class MlxTuiApp(App[int]):
 
     def __init__(self, runtime: Runtime, *, model: str | None = None, api: bool = True,
                  params: GenerationParams | None = None, preload: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 key_clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._now = clock
+        self._key_clock = key_clock
         self.runtime = runtime
+        self.names = ShownNames()
         self._requested_model = model
         self._want_api = api
         self._preload = preload
-        self._params = params or GenerationParams()
-        self._unsubscribe: Callable[[], None] | None = None
+        self._params = params
+        self._unsubscribe: list[Callable[[], None]] = []
         self._ticker: Timer | None = None
         self._expected_theme: str | None = None
         self._startup_problems: list[str] = []
         self._applied_keys: dict[str, str] = {}
+        self._settings_ok = runtime.settings_store.error is None
+        self.themes: AppThemes | None = None
         self.api_server: Any = None
         self.api_text = "API off (--no-api)" if not api else "API starting…"
 
@@ -108,8 +116,8 @@ class MlxTuiApp(App[int]):
     def compose(self) -> ComposeResult:
         cache = self.runtime.cache
         self.gauge = MemoryGauge(cache.thresholds.warning, cache.thresholds.emergency, id="gauge")
-        self.table = ModelsTable(cache, id="models")
-        self.chat = ChatPane(self.runtime, self._initial_model(), self._params, id="chat")
+        self.table = ModelsTable(cache, self.names, clock=self._key_clock, id="models")
+        self.chat = ChatPane(self.runtime, self._initial_model(), self.params_for, id="chat")
         self.event_log = EventLog(id="log")
         yield self.gauge
         yield self.table
@@ -121,13 +129,19 @@ class MlxTuiApp(App[int]):
         yield Footer(compact=True, show_command_palette=False)
 
     def _initial_model(self) -> str | None:
+        """The model to chat with first, by the name the user gave (``--model demo``)."""
         cache = self.runtime.cache
         wanted = self._requested_model
         if wanted:
             try:
-                return cache.get(wanted).name
+                view = cache.get(wanted)
             except UnknownModel as exc:
                 self._startup_problems.append(str(exc))
+            else:
+                if Path(wanted).expanduser().exists():  # a folder: its name, not the whole path
+                    return view.name
+                self.names.choose(view.name, wanted)
+                return wanted
         for candidate in ("default", "demo"):
             try:
                 view = cache.get(candidate)
@@ -139,25 +153,50 @@ class MlxTuiApp(App[int]):
         usable = [v for v in views if not v.error]
         return (usable or views)[0].name if views else None
 
+    def cache_name(self, name: str | None) -> str | None:
+        """The cache's own name for a model the app knows by ``name`` (None if unknown)."""
+        if name is None:
+            return None
+        try:
+            return self.runtime.cache.get(name).name
+        except UnknownModel:
+            return None
+
+    def params_for(self, model: str | None) -> GenerationParams:
+        """The options a new chat with ``model`` starts with: the app's, or the model's own."""
+        if self._params is not None:
+            return self._params
+        try:
+            view = self.runtime.cache.get(model) if model else None
+        except UnknownModel:
+            view = None
+        return params_with_defaults(getattr(view, "generation_defaults", None) or {})
+
     def on_mount(self) -> None:
-        settings = self.runtime.cache.settings
-        self._load_themes(settings)
+        settings = self.runtime.settings_store.settings
+        store = self.runtime.settings_store
+        self.themes = AppThemes(self, theme_dirs(store.path), self._theme_file_problem)
+        self.themes.load()
+        self._use_theme(settings.ui.theme)
         self.set_keymap(dict(settings.ui.keys))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
         wide = self.size.width >= 100
         self.query_one("#lower").set_class(wide, "show-log")
         self.gauge.show_snapshot(self.runtime.cache.memory())
         self._update_subtitle()
-        self.table.set_chat_model(self.chat.model)
         self.table.sync()
+        self.table.set_chat_model(self.cache_name(self.chat.model), select=True)
         self._ticker = self.set_interval(0.5, self._models_changed, pause=True)
-        self._unsubscribe = self.runtime.cache.subscribe(self._on_cache_event)
-        self._unsubscribe_settings = self.runtime.on_settings(
-            self._on_settings_change, sections=("ui", "memory", "cache"))
-        store = self.runtime.settings_store
+        self.set_interval(settings.memory.poll_seconds, self._watch_files)
+        self._unsubscribe = [
+            self.runtime.cache.subscribe(self._on_cache_event),
+            self.runtime.on_settings(self._on_settings_change, sections=("ui", "memory", "cache")),
+        ]
         self.event_log.add_line("settings", f"using {store.path.name} ({store.source}); "
                                 f"ctrl+s shows the full path", self._now())
         if store.error is not None:
+            self.event_log.add_line("settings", f"{store.error}; using defaults until it is "
+                                    "fixed", self._now(), "error")
             self._startup_problems.append(f"settings not applied, using defaults: {store.error}")
         for problem in self._startup_problems:
             self.notify(problem, severity="error", timeout=10)
@@ -166,7 +205,7 @@ class MlxTuiApp(App[int]):
 
     def _start_background(self) -> None:
         """After the first frame: the memory monitor, the preloads and the HTTP API."""
-        self._apply_keys(self.runtime.cache.settings)  # imports the screens: after the frame
+        self._apply_keys(self.runtime.settings_store.settings)  # imports the screens
         self.runtime.start(preload=self._preload)
         # mlx_lm costs about a second to import; pay it soon, not when the first message waits,
         # but not while the first screen is still being finished (it competes for the GIL).
@@ -176,9 +215,8 @@ class MlxTuiApp(App[int]):
             self.run_worker(self._start_api, thread=True, name="api", exit_on_error=False)
 
     def on_unmount(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe_settings()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
         self.chat.stop_all()
         if self.api_server is not None:
             try:
@@ -186,23 +224,31 @@ class MlxTuiApp(App[int]):
             except Exception:  # noqa: BLE001 - leaving anyway
                 pass
 
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """A toast. Always plain text: messages carry names, paths and settings sections
+        (``[foo]``) that must not be read as markup."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
     # -- the HTTP API --------------------------------------------------------------------------------
     def _start_api(self) -> None:
-        """In a worker thread: start the API server of ``mlx_tui.server`` if it is there."""
-        api = self.runtime.cache.settings.api
+        """In a worker thread: start the API as ``mlx-tui serve`` does, or say why not."""
+        api = self.runtime.settings_store.settings.api
         if not api.enabled:
             self.post_message(ApiStatus("API off (settings)"))
             return
         try:
-            from ..server.serve import ApiServer, PortInUse
+            from ..server.serve import PortInUse, start_api
         except ImportError as exc:
             self.post_message(ApiStatus("API unavailable", f"API unavailable: {exc}"))
             return
-        server = ApiServer(self.runtime, api.host, api.port, api_key=api.api_key)
         try:
-            server.start()
-        except PortInUse as exc:
-            self.post_message(ApiStatus(f"API off: port {api.port} in use", str(exc)))
+            server = start_api(self.runtime)
+        except PortInUse:
+            self.post_message(ApiStatus(
+                f"API off: port {api.port} in use",
+                f"port {api.port} on {api.host} is in use (another mlx-tui or Ollama?); the app "
+                "goes on without its API; set [api].port to serve on another port"))
             return
         except Exception as exc:  # noqa: BLE001 - the app works without its API
             self.post_message(ApiStatus("API failed", f"API failed to start: {exc}"))
@@ -220,7 +266,18 @@ class MlxTuiApp(App[int]):
 
     def _update_subtitle(self) -> None:
         store = self.runtime.settings_store
-        self.gauge.border_subtitle = f"{self.api_text} · {store.path.name} ({store.source})"
+        marker = " ✗ not valid" if store.error is not None else ""
+        self.gauge.border_subtitle = Content(
+            f"{self.api_text} · {store.path.name}{marker} ({store.source})")
+
+    def _watch_files(self) -> None:
+        """Each poll: theme files that changed, and whether settings.toml became valid again."""
+        assert self.themes is not None
+        self.themes.poll()
+        ok = self.runtime.settings_store.error is None
+        if ok != self._settings_ok:
+            self._settings_ok = ok
+            self._update_subtitle()
 
     # -- cache news --------------------------------------------------------------------------------
     def _on_cache_event(self, event: CacheEvent) -> None:
@@ -250,9 +307,8 @@ class MlxTuiApp(App[int]):
         views = self.runtime.cache.models()
         self.table.sync(views)
         self.chat.update_progress()
-        busy = any(v.state in _BUSY for v in views)
         assert self._ticker is not None
-        if busy:
+        if any(v.state in _BUSY for v in views):
             self._ticker.resume()
         else:
             self._ticker.pause()
@@ -265,6 +321,9 @@ class MlxTuiApp(App[int]):
             pass
 
     def on_settings_changed(self, message: SettingsChanged) -> None:
+        """The app's sections of settings.toml changed (a save, an edit): apply them once."""
+        self._settings_ok = message.change.error is None
+        self._update_subtitle()
         error = message.change.error
         if error is not None:
             self.notify(f"{error}\nThe last valid settings stay in force.",
@@ -280,13 +339,20 @@ class MlxTuiApp(App[int]):
         self.table.set_sort(self.table.sort_column, self.table.sort_reverse)  # policy may differ
 
     # -- themes and keys -------------------------------------------------------------------------------
-    def _load_themes(self, settings: Settings) -> None:
-        scan = scan_themes(theme_dirs(self.runtime.settings_store.path))
-        for theme in scan.themes.values():
-            self.register_theme(theme)
-        for problem in scan.errors:
-            self.notify(problem, title="Theme file ignored", severity="error", timeout=10)
-        self._use_theme(settings.ui.theme)
+    def _theme_file_problem(self, problem: str) -> None:
+        self.notify(problem, title="Theme file ignored", severity="error", timeout=10)
+
+    def _validate_theme(self, theme_name: str) -> str:
+        """Every switch of theme comes here first: one that cannot be drawn is refused with a
+        notification, and the theme in use stays (Textual would end the app)."""
+        name = super()._validate_theme(theme_name)
+        problem = self.themes.problem(name) if self.themes is not None else None
+        if problem is None:
+            return name
+        keep = self.theme if self.themes is not None and self.themes.problem(self.theme) is None \
+            else DEFAULT_THEME
+        self.notify(f"{problem}; keeping {keep}", title="Theme", severity="error", timeout=10)
+        return keep
 
     def _use_theme(self, name: str) -> None:
         """Switch to ``name`` as the settings ask (not saved back); unknown -> the default."""
@@ -294,12 +360,16 @@ class MlxTuiApp(App[int]):
             self.notify(f"theme {name!r} not found (known: {', '.join(sorted(self.available_themes))}); "
                         f"using {DEFAULT_THEME}", title="Theme", severity="error", timeout=10)
             name = DEFAULT_THEME
+        elif self.themes is not None and (problem := self.themes.problem(name)) is not None:
+            self.notify(f"{problem}; using {DEFAULT_THEME}", title="Theme", severity="error",
+                        timeout=10)
+            name = DEFAULT_THEME
         self._expected_theme = name
         self.theme = name
 
     def _on_theme_changed(self, theme: Theme) -> None:
         """A theme picked in the app (command palette, settings screen) is saved."""
-        if theme.name == self._expected_theme or theme.name == self.runtime.cache.settings.ui.theme:
+        if theme.name in (self._expected_theme, self.runtime.settings_store.settings.ui.theme):
             return
         self._expected_theme = theme.name
 
@@ -333,7 +403,7 @@ class MlxTuiApp(App[int]):
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 
-        keymap = dict(self.runtime.cache.settings.ui.keys)
+        keymap = dict(self.runtime.settings_store.settings.ui.keys)
         self.push_screen(HelpScreen(keys_markdown(key_rows(binding_groups(), keymap))))
 
     async def action_new_chat(self) -> None:
@@ -346,7 +416,7 @@ class MlxTuiApp(App[int]):
         async def opened(conversation_id: int | None) -> None:
             if conversation_id:
                 await self.chat.open_conversation(conversation_id)
-                self.table.set_chat_model(self.chat.model)
+                self.table.set_chat_model(self.cache_name(self.chat.model))
                 self.query_one(ChatInput).focus()
 
         self.push_screen(ConversationsScreen(self.runtime.store), opened)
@@ -387,10 +457,11 @@ class MlxTuiApp(App[int]):
         self.exit(0)
 
     def on_models_table_chat_with(self, message: ModelsTable.ChatWith) -> None:
-        self.chat.set_model(message.name)
+        shown = self.names.shown(message.name)
+        self.chat.set_model(shown)
         self.table.set_chat_model(message.name)
         self.query_one(ChatInput).focus()
-        self.notify(f"Chatting with {message.name}.")
+        self.notify(f"Chatting with {shown}.")
 
     def on_models_table_confirm_emergency(self, message: ModelsTable.ConfirmEmergency) -> None:
         from .screens.confirm import ConfirmScreen
@@ -420,8 +491,8 @@ class MlxTuiApp(App[int]):
         self.chat.action_stop()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        for command in _palette_commands():
+        yield from without_duplicates(super().get_system_commands(screen))
+        for command in palette_commands(self.BINDINGS, ModelsTable.BINDINGS):
             yield SystemCommand(command.title, command.help,
                                 lambda action=command.action: self.run_action(action))
 
@@ -433,19 +504,8 @@ def _warm_up() -> None:
         pass
 
 
-def _palette_commands() -> list[_Command]:
-    """Every action of the app and of the models table, for the command palette."""
-    commands = [_Command(b.tooltip, f"{b.description} · {display_key(b.key)}", b.action)
-                for b in MlxTuiApp.BINDINGS if isinstance(b, Binding) and b.id not in ("quit", "palette")]
-    commands += [_Command(f"Models: {b.tooltip}", f"{b.description} · {display_key(b.key)} in the table",
-                          f"focus_and_run('models', '{b.action}')")
-                 for b in ModelsTable.BINDINGS if isinstance(b, Binding) and b.show]
-    commands.append(_Command("Stop the reply being generated", "Stop · esc", "stop_reply"))
-    return commands
-
-
 def binding_groups() -> list[tuple[str, type]]:
-    """Where each binding works, in the order the help screen and docs/ui.md list them."""
+    """Where each binding works, in the order the help screen and the README list them."""
     from .screens.chat_options import ChatOptionsScreen
     from .screens.confirm import ConfirmScreen
     from .screens.conversations import ConversationsScreen

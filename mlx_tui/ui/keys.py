@@ -2,8 +2,9 @@
 
 Each :class:`~textual.binding.Binding` in the app has an ``id``; ``[ui].keys`` in settings.toml
 maps ids to keys (``evict = "d"``) and the app passes it to Textual's ``set_keymap``. The help
-screen and ``docs/ui.md`` list the bindings from the classes themselves, with the remapped keys,
-so what they say is what the keys do.
+screen and the README's key tables (checked by ``tests/ui/test_small_pieces.py``) list the
+bindings from the classes themselves, with the remapped keys, so what they say is what the
+keys do.
 """
 
 from __future__ import annotations

@@ -8,18 +8,20 @@ A theme file holds a ``name``, ``dark = true|false``, the colours Textual's :cla
 
 Themes are read, in this order (a later file with the same name wins), from the themes shipped
 in the package (``mlx_tui/themes``), ``$XDG_CONFIG_HOME/mlx-tui/themes``, the ``themes`` folder
-beside the settings file, and ``./themes``. A broken file is reported and skipped.
+beside the settings file, and ``./themes``. A broken file is reported and skipped. While the
+app runs, :mod:`mlx_tui.ui.theming` reads changed files again.
 """
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
+
+from ..core.settings import user_config_path
 
 __all__ = [
     "DEFAULT_THEME",
@@ -89,7 +91,7 @@ def load_theme_file(path: Path) -> Theme:
 
 def theme_dirs(settings_path: Path | None = None, cwd: Path | None = None) -> list[Path]:
     """The folders themes are read from, package first; each listed once."""
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "mlx-tui" / "themes"
+    config = user_config_path().parent / "themes"  # beside the user's settings.toml
     candidates = [PACKAGE_THEMES, config]
     if settings_path is not None:
         candidates.append(settings_path.expanduser().parent / "themes")

@@ -17,7 +17,7 @@ from mlx_tui.core.runtime import Runtime, build_runtime
 from mlx_tui.devtools.settings_files import write_isolated_settings
 from mlx_tui.ui.app import MlxTuiApp
 
-from .helpers import QUICK, StillProbe
+from .helpers import QUICK, SlowTypist, StillProbe
 
 AppFactory = Callable[..., MlxTuiApp]
 
@@ -49,11 +49,15 @@ def make_runtime(runtime_factory: Callable[..., Runtime], tmp_path: Path) -> Ite
 
 @pytest.fixture
 def make_app(make_runtime: Callable[..., Runtime], tiny_models: dict[str, str]) -> AppFactory:
-    """``make_app(model="tiny-a", models=..., **runtime_kw)``: the app without its HTTP API."""
+    """``make_app(model="tiny-a", models=..., **runtime_kw)``: the app without its HTTP API,
+    short reproducible replies (``params=None``: each model's own defaults) and keys pressed
+    one at a time (``key_clock``: see :class:`SlowTypist`)."""
 
     def make(model: str | None = "tiny-a", models: dict[str, str] | None = None,
-             params: GenerationParams = QUICK, **kw: Any) -> MlxTuiApp:
+             params: GenerationParams | None = QUICK, key_clock: Callable[[], float] | None = None,
+             **kw: Any) -> MlxTuiApp:
         runtime = make_runtime(models if models is not None else tiny_models, **kw)
-        return MlxTuiApp(runtime, model=model, api=False, params=params)
+        return MlxTuiApp(runtime, model=model, api=False, params=params,
+                         key_clock=key_clock or SlowTypist())
 
     return make

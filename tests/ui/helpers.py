@@ -59,6 +59,18 @@ class GatedLoader(MlxLoader):
         self.gate.set()
 
 
+class SlowTypist:
+    """A clock for the models table's keys: every key comes a second after the one before, as
+    from a person pressing keys one at a time (never a burst of typing)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
 async def until(pilot: Pilot, condition: Callable[[], Any], timeout: float = 15.0,
                 what: str = "condition") -> None:
     """Let the app run until ``condition()`` holds (cache threads are not Textual workers,
@@ -103,3 +115,12 @@ async def select_row(pilot: Pilot, app: MlxTuiApp, name: str) -> None:
             return
         await pilot.press("down")
     assert app.table.selected == name
+
+
+async def press_in_table(pilot: Pilot, app: MlxTuiApp, *keys: str) -> None:
+    """Press keys in the models table one at a time, as a person does: each acts a moment
+    after it is pressed (a burst of keys would be taken for typing)."""
+    for key in keys:
+        await pilot.press(key)
+        await until(pilot, lambda: not app.table.key_pending, what=f"{key!r} to act")
+        await pilot.pause()

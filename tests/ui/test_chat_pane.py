@@ -14,7 +14,7 @@ from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.widgets import chat as chat_widgets
 from mlx_tui.ui.widgets.chat import ChatInput, ReplyView
 
-from .helpers import QUICK, GatedLoader, reply_done, select_row, type_text, until
+from .helpers import QUICK, GatedLoader, press_in_table, reply_done, select_row, type_text, until
 
 STATS = re.compile(r"^\d+ tokens · [\d.]+ tok/s · TTFT [\d.]+ s · ")
 
@@ -136,7 +136,7 @@ async def test_a_second_model_answers_while_the_first_still_loads(make_runtime, 
 
         await pilot.press("ctrl+n")
         await select_row(pilot, app, "tiny-b")
-        await pilot.press("c")
+        await press_in_table(pilot, app, "c")
         assert app.chat.model == "tiny-b" and isinstance(app.focused, ChatInput)
         await type_text(pilot, "quick one")
         await pilot.press("enter")

@@ -10,7 +10,7 @@ from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.screens.confirm import ConfirmScreen
 from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable
 
-from .helpers import focus_table, select_row, type_text, until
+from .helpers import focus_table, notes, press_in_table, select_row, type_text, until
 
 
 def state(app: MlxTuiApp, name: str) -> str:
@@ -25,7 +25,7 @@ async def test_preload_pin_and_evict_from_the_table(make_app) -> None:
         assert app.table.row_text("tiny-b")["size"].startswith("~")  # an estimate until loaded
 
         await select_row(pilot, app, "tiny-b")
-        await pilot.press("l")
+        await press_in_table(pilot, app, "l")
         await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="tiny-b to load")
         row = app.table.row_text("tiny-b")
         assert re.fullmatch(r"\d\d:\d\d:\d\d", row["loaded_at"])
@@ -45,13 +45,13 @@ async def test_preload_pin_and_evict_from_the_table(make_app) -> None:
         app.table.update_cell = spy.__get__(app.table)  # type: ignore[method-assign]
         app.table.sync()
         assert updated == [], "nothing changed, nothing is redrawn"
-        await pilot.press("p")
+        await press_in_table(pilot, app, "p")
         await until(pilot, lambda: app.table.row_text("tiny-b")["pinned"] == "●", what="the pin")
         assert updated == ["pinned"], "a change updates its cell, not the table"
-        await pilot.press("p")
+        await press_in_table(pilot, app, "p")
         await until(pilot, lambda: app.table.row_text("tiny-b")["pinned"] == "", what="the unpin")
 
-        await pilot.press("x")
+        await press_in_table(pilot, app, "x")
         await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="the eviction")
         await app.workers.wait_for_complete()
         log = "\n".join(app.event_log.lines_written)
@@ -70,19 +70,17 @@ async def test_clean_ups_from_the_table(make_app) -> None:
         assert app.table.order()[:2] == ["tiny-a", "tiny-b"], "keep order: most used first"
 
         await focus_table(pilot, app)
-        await pilot.press("u")
+        await press_in_table(pilot, app, "u")
         await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="normal clean-up")
         assert state(app, "tiny-a") == "loaded"
         assert "▼" in app.gauge.plain_lines()[3], "the clean-up shows in the memory history"
 
-        await pilot.press("U")
-        await pilot.pause()
+        await press_in_table(pilot, app, "U")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")
         await pilot.pause()
         assert state(app, "tiny-a") == "loaded", "no means no"
-        await pilot.press("U")
-        await pilot.pause()
+        await press_in_table(pilot, app, "U")
         await pilot.press("y")
         await until(pilot, lambda: state(app, "tiny-a") == "not loaded", what="emergency clean-up")
         assert any("emergency clean-up" in line for line in app.event_log.lines_written)
@@ -126,22 +124,22 @@ async def test_sort_by_every_column_with_keys_and_clicks(
         assert table.order()[:2] == ["tiny-wide", "tiny-a"], "pinned first, then most used"
         await focus_table(pilot, app)
         for number, spec in enumerate(COLUMNS, start=1):
-            await pilot.press(str(number))
+            await press_in_table(pilot, app, str(number))
             cells = [_sort_value(spec.key, table.row_text(n)[spec.key]) for n in table.order()]
             assert cells == sorted(cells), (spec.key, cells)
             assert table.header_text()[number - 1] == f"{spec.label} ▲"
             assert table.border_title == f"Models · sorted by {spec.label} ascending"
-            await pilot.press(str(number))
+            await press_in_table(pilot, app, str(number))
             cells = [_sort_value(spec.key, table.row_text(n)[spec.key]) for n in table.order()]
             assert cells == sorted(cells, reverse=True), (spec.key, cells)
             assert table.header_text()[number - 1] == f"{spec.label} ▼"
 
-        await pilot.press("0")
+        await press_in_table(pilot, app, "0")
         assert table.order()[:2] == ["tiny-wide", "tiny-a"]
         assert all("▲" not in h and "▼" not in h for h in table.header_text())
 
         uses = [spec.key for spec in COLUMNS].index("uses")
-        x = 1 + sum(spec.width + 2 for spec in COLUMNS[:uses]) + 2
+        x = 1 + sum(table.columns[spec.key].get_render_width(table) for spec in COLUMNS[:uses]) + 2
         await pilot.click(ModelsTable, offset=(x, 1))  # the "Uses" header
         assert table.header_text()[uses] == "Uses ▲"
         assert [table.row_text(n)["uses"] for n in table.order()][-1] == "2"
@@ -165,3 +163,113 @@ async def test_table_actions_are_in_the_command_palette(make_app) -> None:
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         await pilot.press("y")
         await until(pilot, lambda: state(app, "tiny-b") == "not loaded", what="the clean-up")
+
+
+# -- what a newcomer trips over (issue 13) ----------------------------------------------------------
+
+LONG = "mlx-community/Qwen2.5-Coder-32B-Instruct-4bit-with-a-very-long-name"
+
+
+async def test_the_model_column_takes_the_free_width_and_cuts_long_names_in_the_middle(
+        make_app, tiny_models, model_factory: Callable[..., object]) -> None:
+    app = make_app(models={**tiny_models, LONG: str(model_factory("tiny-c", seed=3))})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = app.table
+        widths = [table.columns[spec.key].get_render_width(table) for spec in COLUMNS]
+        assert sum(widths) == table.scrollable_content_region.width, "no empty columns at the end"
+        shown = table.row_text(LONG)["name"]
+        assert shown.endswith("-long-name") or shown == LONG, shown
+        assert len(shown) > 22, "wider than the old fixed 22 columns"
+
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        narrow = table.row_text(LONG)["name"]
+        assert "…" in narrow and narrow.startswith("mlx-") and narrow.endswith("-name"), narrow
+        assert len(narrow) == table.columns["name"].width
+
+        await pilot.resize_terminal(200, 40)
+        await pilot.pause()
+        assert table.row_text(LONG)["name"] == LONG, "room enough: the whole name"
+
+
+async def test_the_cursor_starts_on_the_chat_model_and_home_end_move_to_the_ends(make_app) -> None:
+    app = make_app(model="tiny-b")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.table.selected == "tiny-b"
+        await focus_table(pilot, app)
+        await pilot.press("end")
+        assert app.table.selected == app.table.order()[-1]
+        await pilot.press("home")
+        assert app.table.selected == app.table.order()[0]
+
+
+async def test_loading_an_unavailable_model_says_why_at_once(make_app, tiny_models) -> None:
+    missing = "mlx-community/not-downloaded-4bit"
+    app = make_app(models={**tiny_models, "ghost": missing})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await select_row(pilot, app, "ghost")
+        subtitle = str(app.table.border_subtitle)
+        assert not subtitle.startswith("ghost"), "the row names the model already"
+        assert subtitle.endswith("mlx-tui never downloads)"), "the end of the reason stays"
+        await press_in_table(pilot, app, "l")
+        assert any(n.startswith("Not loaded: ghost cannot load: ") and "not downloaded" in n
+                   for n in notes(app)), notes(app)
+        await app.workers.wait_for_complete()
+        kinds = [line.split()[1] for line in app.event_log.lines_written]
+        assert "queued" not in kinds and "failed" not in kinds, "no load was tried"
+
+
+async def test_a_sentence_typed_into_the_table_does_nothing_and_says_why(make_app) -> None:
+    class Still:
+        def __call__(self) -> float:
+            return 100.0  # every key at the same moment: a burst
+
+    app = make_app(key_clock=Still())
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.runtime.cache.load("tiny-b").result()
+        await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="tiny-b to load")
+        await focus_table(pilot, app)
+        app.table.BURST_SECONDS = 30.0  # the first key waits far longer than the test runs
+        before = (app.table.order(), app.table.border_title)
+        await type_text(pilot, "lucky pun")  # l: load, u: clean up, p: pin, s: sort...
+        assert not app.table.key_pending, "the first key's action was called off"
+        assert any(n.startswith("Typing?") for n in notes(app))
+        assert (app.table.order(), app.table.border_title) == before, "no sort"
+        assert state(app, "tiny-b") == "loaded" and app.table.row_text("tiny-b")["pinned"] == ""
+        await app.workers.wait_for_complete()
+        assert not any(" clean-up " in line for line in app.event_log.lines_written)
+
+
+async def test_a_clean_up_from_the_table_says_what_happened(make_app) -> None:
+    app = make_app(memory={"keep_on_cleanup": 1}, cache={"policy": "frequency"})
+    async with app.run_test(size=(120, 40)) as pilot:
+        cache = app.runtime.cache
+        cache.load("tiny-b").result()
+        await until(pilot, lambda: state(app, "tiny-b") == "loaded", what="tiny-b to load")
+        await focus_table(pilot, app)
+        await press_in_table(pilot, app, "u")
+        await app.workers.wait_for_complete()
+        await until(pilot, lambda: any("Clean-up: Nothing was unloaded" in n for n in notes(app)),
+                    what="the word that nothing went")  # one model, and one is kept
+
+        cache.load("tiny-a").result()
+        await until(pilot, lambda: state(app, "tiny-a") == "loaded", what="tiny-a to load")
+        await press_in_table(pilot, app, "u")
+        await until(pilot, lambda: "not loaded" in (state(app, "tiny-a"), state(app, "tiny-b")),
+                    what="the clean-up")
+        line = next(line for line in app.event_log.lines_written if " clean-up " in line)
+        assert "asked from the table at 60% memory" in line, line
+
+
+async def test_the_model_the_user_named_keeps_that_name(make_app, tiny_models) -> None:
+    app = make_app(model="nick", models={"main": tiny_models["tiny-a"], "nick": tiny_models["tiny-a"]})
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert app.chat.border_title == "Chat · nick"
+        canonical = app.runtime.cache.get("nick").name
+        assert app.table.row_text(canonical)["name"] == "nick"
+        assert app.table.selected == canonical
+        other = "main" if canonical == "nick" else canonical
+        assert f"also {other}" in str(app.table.border_subtitle)

@@ -19,7 +19,7 @@ from mlx_tui.ui.screens.help import HelpScreen
 from mlx_tui.ui.screens.settings import SettingsScreen
 from mlx_tui.ui.widgets.chat import ChatInput
 
-from .helpers import notes, select_row, until
+from .helpers import notes, press_in_table, select_row, until
 
 
 def rewrite(path: Path, text: str) -> None:
@@ -139,8 +139,8 @@ async def test_keys_are_remapped_from_settings_and_the_help_shows_them(make_app)
         app.runtime.cache.load("tiny-b").result()
         await until(pilot, lambda: app.table.row_text("tiny-b")["state"] == "loaded", what="load")
         await select_row(pilot, app, "tiny-b")
-        await pilot.press("x")  # no longer bound
-        await pilot.press("d")
+        await press_in_table(pilot, app, "x")  # no longer bound
+        await press_in_table(pilot, app, "d")
         await until(pilot, lambda: app.table.row_text("tiny-b")["state"] == "not loaded",
                     what="the remapped eviction")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 from textual.widgets import RichLog
 
@@ -15,6 +16,9 @@ __all__ = ["EventLog", "LOGGED"]
 LOGGED = frozenset(EventKind) - {EventKind.MEMORY, EventKind.USED, EventKind.RELEASED}
 """Memory readings go to the gauge, uses and finished requests to the table; everything else
 is logged."""
+
+HEAD_WIDTH = 18
+"""``15:30:02 loaded   ``: the columns of the time and the label; wrapped lines start after them."""
 
 _SEVERITY = {
     EventKind.LOAD_FAILED: "error", EventKind.REFUSED: "error", EventKind.EVICTED: "warning",
@@ -28,10 +32,19 @@ _LABEL = {
     EventKind.PINNED: "pinned", EventKind.UNPINNED: "unpinned", EventKind.PRELOAD: "preload",
     EventKind.SETTINGS: "settings",
 }
+for _kind in EventKind:  # kinds added later (prompt caches...) get a short label of their own
+    _LABEL.setdefault(_kind, _kind.value.split("_")[0][:8])
 
 
 class EventLog(RichLog):
     """Appends one line per event it is given; keeps the last 1000."""
+
+    COMPONENT_CLASSES = {"event-log--error", "event-log--warning", "event-log--success"}
+    DEFAULT_CSS = """
+    EventLog > .event-log--error { color: $error; }
+    EventLog > .event-log--warning { color: $warning; }
+    EventLog > .event-log--success { color: $success; }
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, max_lines=1000, min_width=20, wrap=True, markup=False,
@@ -40,10 +53,11 @@ class EventLog(RichLog):
         self.lines_written: list[str] = []  # plain text, for people reading tests
 
     def _colour(self, severity: str | None) -> Style:
-        theme = self.app.current_theme
-        colour = {"error": theme.error, "warning": theme.warning, "success": theme.success}.get(
-            severity or "")
-        return Style(color=colour) if colour else Style()
+        # Through the stylesheet, not the theme's colour strings: a 16-colour theme names its
+        # colours "ansi_red", which Textual resolves and Rich does not.
+        if severity not in ("error", "warning", "success"):
+            return Style()
+        return Style(color=self.get_component_rich_style(f"event-log--{severity}").color)
 
     def add(self, event: CacheEvent) -> None:
         """Log a cache event (the caller filters with :data:`LOGGED`)."""
@@ -55,9 +69,13 @@ class EventLog(RichLog):
         self.add_line(_LABEL.get(event.kind, event.kind.value), event.message, event.at, severity)
 
     def add_line(self, label: str, message: str, at: float, severity: str | None = None) -> None:
+        """One line: the time, a label and the message; a long message wraps under itself."""
         stamp = datetime.fromtimestamp(at).strftime("%H:%M:%S")
-        line = Text.assemble((stamp + " ", "dim"), (f"{label:<8} ", self._colour(severity) + Style(bold=True)),
-                             message)
-        self.lines_written.append(line.plain)
+        head = Text.assemble((stamp + " ", "dim"), (f"{label:<8} ", self._colour(severity) + Style(bold=True)))
+        self.lines_written.append(head.plain + message)
         del self.lines_written[:-1000]
-        self.write(line)
+        grid = Table.grid()
+        grid.add_column(width=HEAD_WIDTH, no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_row(head, Text(message))
+        self.write(grid)

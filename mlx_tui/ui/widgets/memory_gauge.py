@@ -37,6 +37,7 @@ from typing import Callable
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.geometry import Region
@@ -122,7 +123,7 @@ class _Part(Widget):
 
     def __init__(self, gauge: "MemoryGauge", part: str, *, auto: bool = False,
                  start: int = 0, stop: int | None = None) -> None:
-        super().__init__(name=part, classes="-auto" if auto else None)
+        super().__init__(name=part, classes=f"-{part}" + (" -auto" if auto else ""))
         self._gauge = gauge
         self.part = part
         self.auto = auto
@@ -220,6 +221,16 @@ class MemoryGauge(Vertical):
         # Colours come from the theme: draw again once the new theme's styles are in place.
         self.app.theme_changed_signal.subscribe(
             self, lambda _theme: self.call_after_refresh(self.redraw))
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A new width moves every piece of the bar and the markers: repaint them all.
+
+        The bar's pieces keep their own width when the gauge's changes, so Textual would keep
+        showing what they drew at the old width (two bars on a line after a widening).
+        """
+        self._drawn = None
+        for widget in self.query(_Part):
+            widget.refresh()
 
     # -- what the app tells it ---------------------------------------------------------------------
     @property

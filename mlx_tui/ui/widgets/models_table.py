@@ -5,6 +5,15 @@ updates only the cells whose text changed, so a tick that changes nothing paints
 default order is the policy's keep order (loaded models first, the one a clean-up keeps longest
 on top); any column can sort instead, ascending or descending, shown by an arrow in its header.
 
+The model column takes the width the others leave, and a name too long for it is cut in the
+middle (``mlx-communi…truct-4bit``); the line under the table describes the selected model, or
+says why it cannot load, keeping the end of the reason.
+
+Keys act on the selected model only when pressed one at a time: a key is carried out a moment
+after it is pressed (:data:`ModelsTable.BURST_SECONDS`), unless another printable key follows
+at once, and keys that come in such a burst (a sentence typed while the table has the focus)
+are dropped with a notification.
+
 Actions that touch the cache run in thread workers: an eviction frees memory (``gc`` and
 ``mx.clear_cache``), a load may rescan a folder; neither belongs on the event loop.
 """
@@ -17,13 +26,17 @@ from typing import Any, Callable
 
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
+from textual.content import Content
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable
 
 from ...core.cache import ModelCache, ModelState, ModelView
 from ...core.units import format_bytes
-from ..format import clock_time, duration, seconds
+from ..format import clock_time, duration, middle_cut, reason_cut, seconds
+from ..names import ShownNames
 
 __all__ = ["ModelsTable", "COLUMNS"]
 
@@ -50,7 +63,7 @@ def _state_key(v: ModelView) -> int:
     return _STATE_RANK[v.state]
 
 COLUMNS: tuple[ColumnSpec, ...] = (
-    ColumnSpec("name", "Model", 22, lambda v: v.name.lower()),
+    ColumnSpec("name", "Model", 22, lambda v: v.name.lower()),  # width: the least; takes the rest
     ColumnSpec("state", "State", 15, _state_key),
     ColumnSpec("size", "Size", 10, lambda v: v.size_bytes, right=True),
     ColumnSpec("uses", "Uses", 6, lambda v: v.use_count, right=True),
@@ -60,6 +73,8 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("load_time", "Load s", 8, lambda v: v.load_time_seconds, right=True),
 )
 _COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+NAME_MIN_WIDTH = 16
+"""The model column never gets narrower than this; the table scrolls sideways instead."""
 
 
 class ModelsTable(DataTable):
@@ -91,7 +106,15 @@ class ModelsTable(DataTable):
         *(Binding(str(i + 1), f"sort_by('{c.key}')", f"Sort by {c.label}", id=f"sort-{i + 1}",
                   show=False, tooltip=f"Sort by {c.label} (again: reverse)")
           for i, c in enumerate(COLUMNS)),
+        Binding("home", "first_row", "First", id="first-row", show=False,
+                tooltip="Go to the first model"),
+        Binding("end", "last_row", "Last", id="last-row", show=False,
+                tooltip="Go to the last model"),
     ]
+
+    BURST_SECONDS = 0.25
+    """A key acts this long after it is pressed, unless another printable key follows sooner:
+    then both belong to a burst of typing, and neither acts."""
 
     COMPONENT_CLASSES = DataTable.COMPONENT_CLASSES | {
         "models-table--loaded",
@@ -119,20 +142,30 @@ class ModelsTable(DataTable):
     class ConfirmEmergency(Message):
         """The user asked for an emergency clean-up; the app asks for confirmation."""
 
-    def __init__(self, cache: ModelCache, *, id: str | None = None) -> None:
+    def __init__(self, cache: ModelCache, names: ShownNames | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self._cache = cache
+        self._names = names or ShownNames()
+        self._clock = clock  # when keys arrive: single presses or a burst of typing
         self._views: dict[str, ModelView] = {}
         self._shown: dict[tuple[str, str], tuple[str, str]] = {}
         self.sort_column: str | None = None  # None: the policy's keep order
         self.sort_reverse = False
         self.chat_model: str | None = None
+        self._name_width = COLUMNS[0].width
+        self._last_key_at = float("-inf")
+        self._pending: Timer | None = None
+        self._burst_told = False
 
     def on_mount(self) -> None:
         for spec in COLUMNS:
             self.add_column(self._label(spec), key=spec.key, width=spec.width)
         self._update_title()
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.sync(force=True))
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_name_column()
 
     # -- reading -----------------------------------------------------------------------------------
     @property
@@ -141,6 +174,11 @@ class ModelsTable(DataTable):
         if not self.row_count:
             return None
         return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    @property
+    def key_pending(self) -> bool:
+        """A key was pressed and acts in a moment, unless another key follows at once."""
+        return self._pending is not None
 
     def order(self) -> list[str]:
         """Model names top to bottom as shown."""
@@ -184,7 +222,7 @@ class ModelsTable(DataTable):
             f"~{format_bytes(v.estimated_bytes)}" if v.estimated_bytes else "?")
         name_style = self._style("chat") if v.name == self.chat_model else Style()
         cells = {
-            "name": Text(v.name, name_style),
+            "name": Text(middle_cut(self._names.shown(v.name), self._name_width), name_style),
             "state": self._state_cell(v, now),
             "size": Text(size),
             "uses": Text(str(v.use_count)),
@@ -223,15 +261,36 @@ class ModelsTable(DataTable):
             self.remove_row(gone)
             for spec in COLUMNS:
                 self._shown.pop((gone, spec.key), None)
-        self._apply_order(now)
+        self._apply_order()
         self._update_subtitle()
 
-    def set_chat_model(self, name: str | None) -> None:
+    def set_chat_model(self, name: str | None, *, select: bool = False) -> None:
+        """Highlight the model chatted with (the cache's name for it); ``select`` puts the
+        cursor on its row too."""
         if name != self.chat_model:
             self.chat_model = name
             self.sync()
+        if select and name is not None and name in self.rows:
+            self.move_cursor(row=self.get_row_index(name), animate=False)
 
-    def _wanted_order(self, now: float) -> list[str]:
+    def _fit_name_column(self) -> None:
+        """Give the model column the width the other columns leave (at least NAME_MIN_WIDTH)."""
+        if not self.columns:
+            return
+        others = sum(spec.width + 2 * self.cell_padding for spec in COLUMNS[1:])
+        room = self.scrollable_content_region.width - others - 2 * self.cell_padding
+        width = max(NAME_MIN_WIDTH, room)
+        if width == self._name_width:
+            return
+        self._name_width = width
+        column = self.columns[COLUMNS[0].key]  # type: ignore[index]
+        column.width = width
+        # DataTable measures columns when rows change; a new width needs the same pass.
+        self._require_update_dimensions = True
+        self.sync(force=True)
+        self.refresh()
+
+    def _wanted_order(self) -> list[str]:
         views = list(self._views.values())
         if self.sort_column is None:
             names = [n for n in self._cache.keep_order() if n in self._views]
@@ -240,8 +299,8 @@ class ModelsTable(DataTable):
             names = [v.name for v in sorted(views, key=lambda v: (key(v), v.name.lower()))]
         return names[::-1] if self.sort_reverse else names
 
-    def _apply_order(self, now: float) -> None:
-        wanted = self._wanted_order(now)
+    def _apply_order(self) -> None:
+        wanted = self._wanted_order()
         if wanted == self.order():
             return
         selected = self.selected
@@ -273,7 +332,7 @@ class ModelsTable(DataTable):
             self.columns[spec.key].label = self._label(spec)  # type: ignore[index]
         self.notify_style_update()  # header cells are cached; this drops the cache
         self._update_title()
-        self._apply_order(time.time())
+        self._apply_order()
 
     def action_sort_by(self, column: str) -> None:
         reverse = not self.sort_reverse if column == self.sort_column else False
@@ -296,17 +355,25 @@ class ModelsTable(DataTable):
         self.action_sort_by(str(event.column_key.value))
 
     # -- acting on the selected model ----------------------------------------------------------------
-    def _details(self, v: ModelView) -> str:
+    def details(self, v: ModelView) -> str:
+        """The line under the table for ``v``: why it cannot load, or what it is."""
         if v.error:
-            return f"{v.name}: {v.error}"
-        facts = [v.source, v.architecture or "", f"{v.quantization_bits}-bit" if v.quantization_bits else "",
-                 v.path or ""]
+            # The row already names the model; the reason often starts with it.
+            for prefix in (f"{v.name}: ", f"{self._names.shown(v.name)}: "):
+                if v.error.startswith(prefix):
+                    return v.error[len(prefix):]
+            return v.error
+        aliases = self._names.aliases(v)
+        facts = [f"also {', '.join(aliases)}" if aliases else "", v.source, v.architecture or "",
+                 f"{v.quantization_bits}-bit" if v.quantization_bits else "", v.path or ""]
         return " · ".join(f for f in facts if f)
 
     def _update_subtitle(self) -> None:
         name = self.selected
         view = self._views.get(name) if name else None
-        self.border_subtitle = self._details(view) if view else ""
+        text = " ".join(self.details(view).split()) if view else ""  # a title has one line
+        # A reason too long for the line loses its middle: its end says what to do.
+        self.border_subtitle = Content(reason_cut(text, max(10, self.size.width - 6)))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._update_subtitle()
@@ -324,15 +391,66 @@ class ModelsTable(DataTable):
 
         self.run_worker(run, thread=True, group="models", name=what, exit_on_error=False)
 
+    # -- keys: single presses act, bursts of typing do not ---------------------------------------
+    def on_key(self, event: events.Key) -> None:
+        if not event.is_printable:
+            return
+        now = self._clock()
+        in_burst = now - self._last_key_at < self.BURST_SECONDS
+        self._last_key_at = now
+        active = self.screen.active_bindings.get(event.key)
+        ours = active is not None and active.node is self and active.enabled
+        if in_burst:
+            held, self._pending = self._pending, None
+            if held is not None:
+                held.stop()
+            if ours or held is not None:
+                event.stop()
+                event.prevent_default()
+                self._tell_burst()
+            return
+        self._burst_told = False
+        if ours:
+            assert active is not None
+            event.stop()  # carried out in a moment, if no other key follows at once
+            event.prevent_default()
+            action = active.binding.action
+            self._pending = self.set_timer(self.BURST_SECONDS, lambda: self._run_single(action))
+
+    async def _run_single(self, action: str) -> None:
+        self._pending = None
+        await self.run_action(action)
+
+    def _tell_burst(self) -> None:
+        if not self._burst_told:
+            self._burst_told = True
+            self.notify("Keys typed in a burst were ignored: the models table has the focus, where "
+                        "letters act on models one press at a time. Tab moves to the message box.",
+                        title="Typing?", severity="warning", timeout=6)
+
+    def action_first_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=0, animate=False)
+
+    def action_last_row(self) -> None:
+        if self.row_count:
+            self.move_cursor(row=self.row_count - 1, animate=False)
+
     def action_chat_with(self) -> None:
         if self.selected:
             self.post_message(self.ChatWith(self.selected))
 
     def action_load(self) -> None:
         name = self.selected
-        if name:
-            self._in_thread(lambda: self._cache.load(name, reason="asked from the table"),
-                            f"load {name}")
+        if not name:
+            return
+        view = self._views.get(name)
+        if view is not None and view.state is ModelState.NOT_LOADED and view.error:
+            self.notify(f"{self._names.shown(name)} cannot load: {self.details(view)}",
+                        title="Not loaded", severity="error", timeout=10)
+            return
+        self._in_thread(lambda: self._cache.load(name, reason="asked from the table"),
+                        f"load {name}")
 
     def action_evict(self) -> None:
         name = self.selected
@@ -346,14 +464,21 @@ class ModelsTable(DataTable):
             view = self._views.get(name)
             self._cache.pin(name, not (view and view.pinned))
 
+    def _cleanup(self, level: str) -> None:
+        """In a worker: a clean-up asked from here (the cache's event adds the memory figure of
+        the moment); one that unloads nothing says so, and why (the cache's plan tells)."""
+        plan = self._cache.cleanup(level, reason="asked from the table")
+        if not plan.evict and not plan.deferred:
+            why = plan.reason or "nothing is loaded"
+            self.app.call_from_thread(self.notify, f"Nothing was unloaded: {why}",
+                                      title="Clean-up", timeout=8)
+
     def action_cleanup(self) -> None:
-        self._in_thread(lambda: self._cache.cleanup("normal", reason="asked from the table"),
-                        "clean-up")
+        self._in_thread(lambda: self._cleanup("normal"), "clean-up")
 
     def action_emergency_cleanup(self) -> None:
         self.post_message(self.ConfirmEmergency())
 
     def emergency_cleanup(self) -> None:
         """Unload everything now (after the user confirmed)."""
-        self._in_thread(lambda: self._cache.cleanup("emergency", reason="asked from the table"),
-                        "emergency clean-up")
+        self._in_thread(lambda: self._cleanup("emergency"), "emergency clean-up")

@@ -1,0 +1,32 @@
+"""Which name the app shows for a model: one model, one name.
+
+The cache knows a model by one name and may know others for it (``default`` is an alias of the
+bundled ``demo``). The app shows the name the user typed or picked (``--model demo``) and lists
+the others as aliases, in the table, the chat's title and the line under the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ShownNames"]
+
+
+class ShownNames:
+    """Owned by the app; the models table and the chat pane read it on the event loop."""
+
+    def __init__(self) -> None:
+        self._chosen: dict[str, str] = {}  # the cache's name -> the one shown
+
+    def choose(self, name: str, shown: str) -> None:
+        """Show the model the cache calls ``name`` as ``shown`` (a name the user used for it)."""
+        self._chosen[name] = shown
+
+    def shown(self, name: str) -> str:
+        return self._chosen.get(name, name)
+
+    def aliases(self, view: Any) -> list[str]:
+        """The model's other names: the cache's own and its aliases, without the one shown."""
+        names = [view.name, *getattr(view, "aliases", ())]  # aliases: coming in the core
+        shown = self.shown(view.name)
+        return [n for n in dict.fromkeys(names) if n != shown]
