@@ -31,7 +31,6 @@ from mlx_tui.core.chat import prompt_tokens, render_prompt
 from mlx_tui.core.chat_types import ChatMessage, GenerationParams
 from mlx_tui.core.engine import Finished, GenerationRequest, GenerationWorker, Piece
 from mlx_tui.core.mlx_threads import MlxThreadPool
-from mlx_tui.core.runtime import build_runtime
 from mlx_tui.core.settings import EngineSettings
 from mlx_tui.devtools.modelgen import write_random_model
 from mlx_tui.devtools.ports import free_port
@@ -302,10 +301,29 @@ def test_two_ranks_pipeline_answer_token_for_token_as_one_process(
         ranks = loader.ranks("pipe")
         assert [r.state for r in ranks] == ["loaded", "loaded"]
         assert [r.shard_bytes for r in ranks] == shard_bytes(folder, 2, pipeline=True)
+        worker = loaded.model.worker
         for question in QUESTIONS:
-            got = generate(loaded.model.worker, chat_tokens(loaded.tokenizer, question), MAX_TOKENS)
+            got = generate(worker, chat_tokens(loaded.tokenizer, question), MAX_TOKENS)
             want = one_process["qwen2"][question]
             assert (got.finished.generated, got.text) == (want.finished.generated, want.text)
+
+        # a cancel reaches every rank at the same step: the reply ends, the ranks stay in step
+        params = GenerationParams(temperature=0, max_tokens=LONG_REPLY)
+        long = worker.submit(GenerationRequest(chat_tokens(loaded.tokenizer, QUESTIONS[0]), params))
+        wait_until(lambda: long.take(timeout=1.0), 60, "the first piece")
+        long.cancel()
+        ended = wait_until(lambda: [i for i in long.take(timeout=1.0) if isinstance(i, Finished)], 60,
+                           "the cancelled reply to end")
+        assert ended[0].finish_reason == "cancelled" and ended[0].generation_tokens < LONG_REPLY
+
+        # two requests at once share the ranks' steps (batching) and answer as one process does
+        both = [worker.submit(GenerationRequest(chat_tokens(loaded.tokenizer, q),
+                                                GenerationParams(temperature=0, max_tokens=MAX_TOKENS)))
+                for q in QUESTIONS]
+        for question, handle in zip(QUESTIONS, both):
+            done = wait_until(lambda h=handle: [i for i in h.take(timeout=1.0) if isinstance(i, Finished)],
+                              60, "a batched reply")
+            assert done[0].generated == one_process["qwen2"][question].finished.generated
         assert loader.unload("pipe")
         assert [r.state for r in loader.ranks("pipe")] == ["ready", "ready"]
     finally:
@@ -329,6 +347,19 @@ def test_a_hostfile_that_cannot_serve_from_here_says_which_host_and_field(tmp_pa
         Hostfile.load(one)
     with pytest.raises(HostfileError, match="does not exist"):
         Hostfile.load(tmp_path / "missing.json")
+
+
+def test_a_settings_table_names_its_model_and_key_when_it_is_wrong(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps(Hostfile.loopback(2).to_json()))
+    spec = DistributedSpec.from_table("big", {"path": "~/m", "hostfile": str(hosts), "pipeline": True,
+                                              "rank_timeout": 5})
+    assert (spec.hostfile.size, spec.pipeline, spec.group.backend, spec.group.rank_timeout) == (
+        2, True, "ring", 5.0)
+    with pytest.raises(HostfileError, match=r"\[models.big\]: pipeline must be true or false"):
+        DistributedSpec.from_table("big", {"hostfile": str(hosts), "pipeline": "yes"})
+    with pytest.raises(HostfileError, match=r"\[models.big\]: unknown key 'ranks'"):
+        DistributedSpec.from_table("big", {"hostfile": str(hosts), "ranks": 2})
 
 
 def test_the_pipeline_estimate_splits_layers_as_mlx_lm_does() -> None:

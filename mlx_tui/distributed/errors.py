@@ -1,7 +1,8 @@
 """Errors a distributed model can meet, each with a message that names the host and what to do.
 
 They subclass the core's errors, so the cache, the server and the app treat them as they treat a
-local model's: a load that fails (:class:`DistributedLoadError`), a host that cannot fit its
+local model's (:class:`HostfileError` lives with the hostfile, importable without the core): a
+load that fails (:class:`DistributedLoadError`), a host that cannot fit its
 part (:class:`HostTooSmall`, a :class:`~mlx_tui.core.cache.ModelTooLarge`), and a rank that died
 or stopped answering while the model was in use (:class:`RankLost`).
 """
@@ -10,13 +11,9 @@ from __future__ import annotations
 
 from ..core.cache import ModelTooLarge
 from ..core.loader import ModelLoadError
+from .hostfile import HostfileError
 
 __all__ = ["HostfileError", "DistributedLoadError", "HostTooSmall", "RankLost"]
-
-
-class HostfileError(ValueError):
-    """A hostfile that ``mlx.launch`` cannot use, or that mlx-tui cannot serve from (rank 0
-    must be this machine); the message says which host and which field."""
 
 
 class DistributedLoadError(ModelLoadError):

@@ -144,7 +144,7 @@ class RankGroup:
                      str(s.idle_tick), "--probe-seconds", str(s.probe_seconds)]
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **s.env,
                LINK_KEY_ENV: key.hex()}
-        port = free_port_range(self.hostfile.size) if s.backend == "ring" else None
+        port = free_port_range(self.hostfile.size) if s.backend != "mpi" else None
         command = launch_command(hostfile, s.backend, rank_argv, env, port)
         self._log = LauncherLog()
         self._set_state("starting")
@@ -312,15 +312,16 @@ class RankGroup:
             try:
                 reply = self._replies.get(timeout=0.1)
             except queue.Empty:
-                if self.error is not None:
-                    raise self.error
-                if time.monotonic() > deadline:
-                    self._lose(f"{what} took longer than {timeout:g} s", hung=True)
-                    raise self.error or RankLost(f"{self.name}: {what} timed out")
-                continue
+                reply = None
             if isinstance(reply, RankLost):
                 raise reply
-            return reply
+            if reply is not None:
+                return reply
+            if self.error is not None:
+                raise self.error
+            if time.monotonic() > deadline:
+                self._lose(f"{what} took longer than {timeout:g} s", hung=True)
+                raise self.error or RankLost(f"{self.name}: {what} timed out")
 
     def load(self, command: Load) -> Loaded | LoadRefused | LoadFailed:
         """Load on every rank; the reply says which rank refused or failed, and why."""

@@ -20,12 +20,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import HostfileError
+__all__ = ["BACKENDS", "Host", "Hostfile", "HostfileError", "is_this_machine"]
 
-__all__ = ["BACKENDS", "Host", "Hostfile", "is_this_machine"]
-
-BACKENDS = ("ring", "jaccl", "mpi")
+BACKENDS = ("ring", "jaccl", "jaccl-ring", "mpi")
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+
+
+class HostfileError(ValueError):
+    """A hostfile that ``mlx.launch`` cannot use, or that mlx-tui cannot serve from (rank 0
+    must be this machine); the message says which host and which field."""
 
 
 @dataclass(frozen=True)
@@ -155,18 +158,18 @@ class Hostfile:
             raise HostfileError(
                 f"{where}: the first host ({self.hosts[0].ssh}) is not this machine; mlx-tui runs "
                 "rank 0 beside its API, so list this machine first")
-        if backend in ("ring", "jaccl"):
+        if backend != "mpi":
             missing = [h.ssh for h in self.hosts if not h.ips]
             if missing:
                 raise HostfileError(f"{where}: the {backend} backend needs \"ips\" for every host; "
                                     f"missing for {', '.join(missing)}")
-        if backend == "jaccl":
+        if backend.startswith("jaccl"):
             for i, h in enumerate(self.hosts):
                 if len(h.rdma) != self.size or h.rdma[i] is not None:
                     raise HostfileError(
-                        f"{where}: for jaccl, host {h.ssh} needs \"rdma\" with one device per host "
-                        f"({self.size}) and null at its own place ({i}); mlx.distributed_config "
-                        "--backend jaccl writes it")
+                        f"{where}: for {backend}, host {h.ssh} needs \"rdma\" with one device per "
+                        f"host ({self.size}) and null at its own place ({i}); "
+                        f"mlx.distributed_config --backend {backend} writes it")
         if backend == "mpi" and shutil.which("mpirun") is None:
             raise HostfileError("the mpi backend needs mpirun on PATH (brew install open-mpi)")
 

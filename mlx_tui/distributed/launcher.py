@@ -54,7 +54,7 @@ def launch_command(hostfile: Path, backend: str, rank_argv: list[str], env: dict
     """The ``mlx.launch`` command line that runs ``rank_argv`` on every host of ``hostfile``."""
     command = [sys.executable, "-m", "mlx_tui.distributed.quiet_launch", "--hostfile",
                str(hostfile), "--backend", backend]
-    if starting_port is not None and backend in ("ring", "jaccl"):
+    if starting_port is not None and backend != "mpi":
         command += ["--starting-port", str(starting_port)]
     for key, value in env.items():
         command += ["--env", f"{key}={value}"]

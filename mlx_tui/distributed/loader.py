@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..core.catalog import ModelInfo
 from ..core.loader import LoadedModel, MlxLoader, ModelLoader
@@ -35,7 +36,7 @@ from ..core.settings import EngineSettings
 from ..core.units import format_bytes
 from .errors import DistributedLoadError, HostTooSmall, RankLost
 from .group import GroupSettings, RankGroup
-from .hostfile import Hostfile
+from .hostfile import Hostfile, HostfileError
 from .protocol import Item, Load, Loaded, LoadRefused, RankReport
 from .remote_worker import RemoteWorker
 from .shards import shard_bytes
@@ -53,6 +54,38 @@ class DistributedSpec:
     hostfile: Hostfile
     pipeline: bool = False
     group: GroupSettings = field(default_factory=GroupSettings)
+
+    KEYS = ("hostfile", "backend", "pipeline", "rank_timeout", "rank_python")
+
+    @classmethod
+    def from_table(cls, name: str, table: Mapping[str, Any]) -> "DistributedSpec":
+        """The spec a ``[models.NAME]`` table of settings.toml describes (``hostfile``, and
+        optionally ``backend``, ``pipeline``, ``rank_timeout``, ``rank_python``); raises
+        :class:`HostfileError` naming the table and the key."""
+        where = f"settings.toml [models.{name}]"
+        unknown = sorted(set(table) - set(cls.KEYS) - {"path", "repo"})
+        if unknown:
+            raise HostfileError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(cls.KEYS)})")
+        raw = table.get("hostfile")
+        if not isinstance(raw, str) or not raw:
+            raise HostfileError(f"{where}: hostfile must be the path of a hostfile")
+        hostfile = Hostfile.load(raw)
+        backend = table.get("backend")
+        if backend is not None and not isinstance(backend, str):
+            raise HostfileError(f"{where}: backend must be a string")
+        backend = hostfile.resolved_backend(backend)
+        hostfile.check(backend)
+        pipeline = table.get("pipeline", False)
+        timeout = table.get("rank_timeout", 60.0)
+        python = table.get("rank_python", sys.executable)
+        if not isinstance(pipeline, bool):
+            raise HostfileError(f"{where}: pipeline must be true or false")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise HostfileError(f"{where}: rank_timeout must be a number of seconds above 0")
+        if not isinstance(python, str) or not python:
+            raise HostfileError(f"{where}: rank_python must be the path of a python")
+        return cls(hostfile, pipeline, GroupSettings(backend=backend, python=python,
+                                                     rank_timeout=float(timeout)))
 
 
 @dataclass(frozen=True)
@@ -82,9 +115,6 @@ class DistributedModel:
         self.name = name
         self.group = group
         self.worker = worker
-
-    def ranks(self) -> list[RankView]:
-        return self.group.ranks()
 
 
 def _key(path: Path | str | None) -> str:

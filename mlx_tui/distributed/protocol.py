@@ -93,8 +93,9 @@ class Hello:
 
 @dataclass(frozen=True)
 class Loaded:
+    """Every rank holds its shard (``RankReport.shard_bytes``, measured)."""
+
     ranks: tuple[RankReport, ...]
-    tokenizer_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

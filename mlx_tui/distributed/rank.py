@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     import mlx.core as mx
 
-    group = mx.distributed.init(strict=True, backend=args.backend)
+    backend = "jaccl" if args.backend.startswith("jaccl") else args.backend  # jaccl-ring too
+    group = mx.distributed.init(strict=True, backend=backend)
     joined = time.perf_counter()
     link = None
     if group.rank() == 0:

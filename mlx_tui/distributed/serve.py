@@ -5,8 +5,9 @@ The same server as ``mlx-tui serve`` (cache, API, statistics), built with a
 ``--pipeline``), every other model loads here as usual. NAME is loaded at start; the log says
 ``NAME ready on N hosts in S s`` once it can answer.
 
-``cli.py`` wires it with two calls: :func:`add_distributed_arguments` on the ``serve`` parser,
-and :func:`run_distributed_serve` when ``--hostfile`` is given. ``python -m
+``cli.py`` wires it with two calls: :func:`add_distributed_arguments` on the ``serve`` parser
+(this module imports only the standard library and :mod:`.hostfile` until it runs, so the app's
+start stays fast), and :func:`run_distributed_serve` when ``--hostfile`` is given. ``python -m
 mlx_tui.distributed.serve`` runs it alone (tests, benchmarks).
 """
 
@@ -20,10 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import HostfileError
-from .group import GroupSettings
-from .hostfile import BACKENDS, Hostfile
-from .loader import DistributedLoader, DistributedSpec
+from .hostfile import BACKENDS, Hostfile, HostfileError
 
 __all__ = ["add_distributed_arguments", "run_distributed_serve", "main"]
 
@@ -45,7 +43,9 @@ def add_distributed_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rank-python", default=None,
                        help="python of mlx-tui on every host (default: this one's path)")
     if "--model" not in parser._option_string_actions:  # the app's parser has its own
-        group.add_argument("--model", default=None, help="the model to serve across the hosts")
+        # SUPPRESS: a --model given before the command (`mlx-tui --model X serve`) stays
+        group.add_argument("--model", default=argparse.SUPPRESS,
+                           help="the model to serve across the hosts")
 
 
 def _fail(message: str) -> int:
@@ -63,9 +63,11 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     from ..server.serve import ApiServerError, start_api
     from . import integration
     from .bridge import CacheBridge
+    from .group import GroupSettings
+    from .loader import DistributedLoader, DistributedSpec
 
     started = time.perf_counter()
-    if not args.model:
+    if not getattr(args, "model", None):
         return _fail("--hostfile needs --model NAME (the model to serve across the hosts)")
     try:
         hostfile = Hostfile.load(args.hostfile)
