@@ -84,64 +84,61 @@ def _replies(worker: Any, tokens: list[int], max_tokens: int, at_once: int) -> t
     return time.perf_counter() - started, generated
 
 
-def _rates(worker: Any, tokens: list[int], max_tokens: int, repeats: int) -> dict[int, list[float]]:
-    _replies(worker, tokens, 8, 1)  # warm-up: first-step compilation, caches
-    rates: dict[int, list[float]] = {1: [], 4: []}
+def _interleaved(workers: dict[str, tuple[Any, list[int]]], max_tokens: int,
+                 repeats: int) -> dict[str, dict[int, list[float]]]:
+    """Tokens per second of each worker, 1 and 4 replies at once, the workers taking turns in
+    every repeat (so both see the same load on a shared machine)."""
+    for worker, tokens in workers.values():
+        _replies(worker, tokens, 8, 1)  # warm-up: first-step compilation, caches
+    rates: dict[str, dict[int, list[float]]] = {name: {1: [], 4: []} for name in workers}
     for _ in range(repeats):
-        for at_once in rates:
-            seconds, generated = _replies(worker, tokens, max_tokens, at_once)
-            rates[at_once].append(generated / seconds)
+        for at_once in (1, 4):
+            for name, (worker, tokens) in workers.items():
+                seconds, generated = _replies(worker, tokens, max_tokens, at_once)
+                rates[name][at_once].append(generated / seconds)
     return rates
 
 
-def _local_rates(folder: Path, max_tokens: int, repeats: int) -> dict[int, list[float]]:
+def _measure(folder: Path, pipeline: bool, max_tokens: int,
+             repeats: int) -> tuple[dict[str, dict[int, list[float]]], float, list[int]]:
+    """One process against two ranks on ``folder``; also the ranks' start-and-load seconds and
+    their shard bytes."""
     from mlx_lm import load
 
+    from mlx_tui.core.catalog import inspect_model_folder
     from mlx_tui.core.chat import prompt_tokens, render_prompt
     from mlx_tui.core.chat_types import ChatMessage
     from mlx_tui.core.engine import GenerationWorker
     from mlx_tui.core.loader import MlxLoader
     from mlx_tui.core.mlx_threads import MlxThreadPool
     from mlx_tui.core.settings import EngineSettings
-
-    model, tokenizer = load(str(folder))
-    worker = GenerationWorker("local", model, tokenizer, EngineSettings())
-    worker.start(_POOL.setdefault("pool", MlxThreadPool("benchmark")))
-    del model
-    try:
-        tokens = prompt_tokens(tokenizer, render_prompt(tokenizer, [ChatMessage("user", QUESTION)]))
-        return _rates(worker, tokens, max_tokens, repeats)
-    finally:
-        worker.stop()
-        del worker
-        MlxLoader().free()
-
-
-_POOL: dict[str, Any] = {}
-
-
-def _distributed_rates(folder: Path, pipeline: bool, max_tokens: int,
-                       repeats: int) -> tuple[dict[int, list[float]], float, list[int]]:
-    from mlx_tui.core.catalog import inspect_model_folder
-    from mlx_tui.core.chat import prompt_tokens, render_prompt
-    from mlx_tui.core.chat_types import ChatMessage
     from mlx_tui.distributed.group import GroupSettings
     from mlx_tui.distributed.hostfile import Hostfile
     from mlx_tui.distributed.loader import DistributedLoader, DistributedSpec
 
-    info = inspect_model_folder("bench", folder, "folder")
+    model, tokenizer = load(str(folder))
+    local = GenerationWorker("local", model, tokenizer, EngineSettings())
+    local.start(_POOL.setdefault("pool", MlxThreadPool("benchmark")))
+    del model
+    tokens = prompt_tokens(tokenizer, render_prompt(tokenizer, [ChatMessage("user", QUESTION)]))
     loader = DistributedLoader({str(folder): DistributedSpec(
         Hostfile.loopback(2), pipeline=pipeline, group=GroupSettings(start_timeout=300))})
     try:
         started = time.perf_counter()
-        loaded = loader.load(info)
+        loaded = loader.load(inspect_model_folder("bench", folder, "folder"))
         ready = time.perf_counter() - started
         shards = [r.shard_bytes for r in loader.ranks("bench")]
-        tokenizer = loaded.tokenizer
-        tokens = prompt_tokens(tokenizer, render_prompt(tokenizer, [ChatMessage("user", QUESTION)]))
-        return _rates(loaded.model.worker, tokens, max_tokens, repeats), ready, shards
+        rates = _interleaved({"one": (local, tokens), "two": (loaded.model.worker, tokens)},
+                             max_tokens, repeats)
+        return rates, ready, shards
     finally:
         loader.close()
+        local.stop()
+        del local
+        MlxLoader().free()
+
+
+_POOL: dict[str, Any] = {}
 
 
 def _time_to_ready(command: list[str], url: str, log_path: Path, timeout: float = 300) -> float:
@@ -228,12 +225,10 @@ def run(quick: bool = False) -> str:
         for label, llama, qwen2 in models:
             for arch, folder, pipeline in (("llama", llama, False), ("qwen2", qwen2, True)):
                 mode = "pipeline" if pipeline else "tensor parallel"
-                log(f"{label} {arch}: one process")
-                local = _local_rates(folder, max_tokens, repeats)
-                log(f"{label} {arch}: two ranks, {mode}")
-                remote, ready, shards = _distributed_rates(folder, pipeline, max_tokens, repeats)
+                log(f"{label} {arch}: one process and two ranks, {mode}")
+                rates, ready, shards = _measure(folder, pipeline, max_tokens, repeats)
                 for at_once in (1, 4):
-                    one, two = _median(local[at_once]), _median(remote[at_once])
+                    one, two = _median(rates["one"][at_once]), _median(rates["two"][at_once])
                     rows.append(f"| {label} | {arch}, {mode} | {at_once} | {one:.1f} | {two:.1f} | "
                                 f"{two / one:.2f}x |")
                 total = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -251,7 +246,8 @@ def run(quick: bool = False) -> str:
         f"mlx[cpu]); load average at the end {machine_load()}. Greedy replies of up to "
         f"{max_tokens} tokens to one question, {repeats} repeats (median), after one warm-up; "
         "tokens per second are wall-clock, submit to last token, summed over the replies at once. "
-        "Baseline: the core's generation worker in one process on the same folder, same run.", "",
+        "Baseline: the core's generation worker in one process on the same folder, same run, "
+        "taking turns with the ranks in every repeat.", "",
         "| model | split | at once | one process tok/s | two ranks tok/s | ratio |",
         "|---|---|---:|---:|---:|---:|",
         *rows, "",
