@@ -274,6 +274,8 @@ def test_with_a_key_only_health_answers_without_it_and_only_its_status(
             assert error_of(response)["type"] == "authentication_error"
             assert response.headers["www-authenticate"] == "Bearer"
     assert client.get("/health").json() == {"status": "normal"}  # liveness, no model names
+    heartbeat = client.head("/")  # Ollama's clients probe HEAD / before anything else
+    assert heartbeat.status_code == 200 and heartbeat.content == b""
     for good in ({"Authorization": "Bearer s3cret"}, {"Authorization": "bearer  s3cret"},
                  {"x-api-key": "s3cret"}):
         assert "cached_models" in client.get("/", headers=good).json(), good

@@ -240,7 +240,9 @@ class ApiGuard:
         key = self.key(api)
         authorized = not key or key_matches(_presented_key(headers), key)
         scope.setdefault("state", {})["authorized"] = authorized
-        if not authorized and scope["path"] not in OPEN_PATHS:
+        # HEAD / carries no body: Ollama's clients probe it as a heartbeat, key or not.
+        heartbeat = method == "HEAD" and scope["path"] == "/"
+        if not authorized and scope["path"] not in OPEN_PATHS and not heartbeat:
             raise ApiError(401, "authentication_error", (
                 "this mlx-tui API needs a key: send 'Authorization: Bearer KEY' with the "
                 "[api].api_key of its settings.toml"), headers={"WWW-Authenticate": "Bearer"})
