@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["optimal_load_seconds", "feasible"]
+__all__ = ["optimal_load_seconds", "optimal_total_seconds", "conversation_slots", "feasible"]
 
 
 def feasible(resident_bytes: int, alone: bool, room: float, alone_room: float) -> bool:
@@ -77,6 +77,112 @@ def optimal_load_seconds(
         allowed = (set_bytes < rooms[t]) | ((masks == bit) & (sizes[m] < alone[t]))
         allowed &= (masks & bit) != 0
         best = np.where(allowed, step, np.inf)
+        if not np.isfinite(best).any():
+            raise ValueError(f"request {t} (model {m}) cannot be served: it never fits")
+    return float(best.min())
+
+
+# -- models and prompt caches --------------------------------------------------------------------
+def conversation_slots(convs: Sequence[int]) -> tuple[list[int], list[bool], int]:
+    """Give each conversation a slot from its first request to its last, reusing freed slots:
+    (slot of each request, whether it is its conversation's first, number of slots). The
+    dynamic programme's state holds one bit per slot, so it grows with the conversations open
+    at once, not with all of them."""
+    last = {c: t for t, c in enumerate(convs)}
+    slot: dict[int, int] = {}
+    free: list[int] = []
+    count = 0
+    slots, fresh = [], []
+    for t, c in enumerate(convs):
+        first = c not in slot
+        if first:
+            if free:
+                slot[c] = free.pop()
+            else:
+                slot[c], count = count, count + 1
+        slots.append(slot[c])
+        fresh.append(first)
+        if last[c] == t:
+            free.append(slot[c])
+            free.sort(reverse=True)  # lowest slot first: the same trace gives the same slots
+    return slots, fresh, count
+
+
+def optimal_total_seconds(
+    requests: Sequence[int],
+    convs: Sequence[int],
+    prompts: Sequence[int],
+    keeps: Sequence[int],
+    sizes: Sequence[int],
+    load_seconds: Sequence[float],
+    kv_bytes_per_token: Sequence[int],
+    prefill_tokens_per_s: Sequence[float],
+    room: Sequence[float] | float,
+    alone_room: Sequence[float] | float | None = None,
+) -> float:
+    """Least reload + prefill seconds to serve a trace with conversations, prompt caches as items.
+
+    Request ``t`` needs model ``requests[t]`` resident and reads ``prompts[t]`` tokens of
+    conversation ``convs[t]``; when that conversation's cache is resident it reads only the
+    tokens past what the cache holds (the ``keeps`` of the conversation's previous request),
+    else all of them, at the model's ``prefill_tokens_per_s``. Afterwards the cache may be kept
+    (``keeps[t] x kv_bytes_per_token`` bytes) or not; a cache is resident only with its model.
+
+    The state is the resident models plus one bit per conversation slot
+    (:func:`conversation_slots`); a slot handed to a new conversation drops the old one's
+    cache, which nothing reads again. For a set ``S`` holding the requested model ``m`` and
+    cache ``j``, with ``R`` the superset-min of the previous step:
+    ``min(R[S] + hit, R[S - j] + miss, R[S - m - j] + load + miss)``; without ``j``:
+    ``min(R[S + j] + hit, R[S] + miss, R[S - m] + load + miss)``. The capacity rule is the
+    models-only one (:func:`feasible`): the set after the request is under ``room``, or is the
+    requested model alone (no cache) under ``alone_room``.
+    """
+    n = len(sizes)
+    slot_of, fresh, k = conversation_slots(convs)
+    bits = n + k
+    if bits > 20:
+        raise ValueError(f"{n} models and {k} conversation slots: too many for the exact optimum")
+    steps = len(requests)
+    rooms = np.broadcast_to(np.asarray(room, dtype=float), (steps,))
+    alone = rooms if alone_room is None else np.broadcast_to(np.asarray(alone_room, dtype=float), (steps,))
+    masks = np.arange(1 << bits)
+    has = [(masks >> b) & 1 == 1 for b in range(bits)]
+    model_bytes = np.zeros(1 << bits)
+    for i, size in enumerate(sizes):
+        model_bytes[has[i]] += size
+    cache_bytes = np.zeros(1 << bits)
+    slot_bytes = [0.0] * k
+    owner = [-1] * k
+    valid = np.ones(1 << bits, dtype=bool)
+    held: dict[int, int] = {}  # conversation -> tokens its cache holds
+    best = np.full(1 << bits, np.inf)
+    best[0] = 0.0
+    for t, (m, c) in enumerate(zip(requests, convs)):
+        j = slot_of[t]
+        mbit, jbit = 1 << m, 1 << (n + j)
+        has_j = has[n + j]
+        if fresh[t]:
+            best = np.where(has_j, np.inf, np.minimum(best, best[masks | jbit]))
+            owner[j] = m
+            valid = np.ones(1 << bits, dtype=bool)
+            for s, o in enumerate(owner):
+                valid &= ~has[n + s] | (has[o] if o >= 0 else False)
+        reach = _superset_min(best, bits)
+        speed = prefill_tokens_per_s[m]
+        hit = (prompts[t] - held.get(c, 0)) / speed
+        miss = prompts[t] / speed
+        load = load_seconds[m]
+        keep_j = np.minimum(np.minimum(reach + hit, reach[masks ^ jbit] + miss),
+                            reach[masks & ~(mbit | jbit)] + load + miss)
+        drop_j = np.minimum(np.minimum(reach[masks | jbit] + hit, reach + miss),
+                            reach[masks & ~mbit] + load + miss)
+        new_bytes = keeps[t] * kv_bytes_per_token[m]
+        cache_bytes += (new_bytes - slot_bytes[j]) * has_j
+        slot_bytes[j] = new_bytes
+        held[c] = keeps[t]
+        total = model_bytes + cache_bytes
+        allowed = valid & has[m] & ((total < rooms[t]) | ((masks == mbit) & (sizes[m] < alone[t])))
+        best = np.where(allowed, np.where(has_j, keep_j, drop_j), np.inf)
         if not np.isfinite(best).any():
             raise ValueError(f"request {t} (model {m}) cannot be served: it never fits")
     return float(best.min())

@@ -10,17 +10,28 @@ import random
 
 import pytest
 
-from mlx_tui.core.planner import CLEANUP_MODES, Thresholds, plan_admission, plan_cleanup
+from mlx_tui.core.planner import (
+    CLEANUP_MODES,
+    KNAPSACK_MAX_ITEMS,
+    SEARCHES,
+    Thresholds,
+    plan_admission,
+    plan_cleanup,
+)
 from mlx_tui.core.policy import (
     DEFAULT_POLICY,
+    MODEL,
     POLICIES,
+    PROMPT_CACHE,
     EntryStats,
     get_policy,
+    prompt_cache_name,
     rank_cost,
     rank_frequency,
     rank_lru,
     rank_value,
     request_rate,
+    worth_value,
 )
 from mlx_tui.core.units import GB
 
@@ -339,3 +350,272 @@ def test_value_ignores_never_used_models_when_reading_the_horizon() -> None:
     stale = entry("stale", 2, size_gb=8, load_s=5, gap=1000, last=now - 5000)
     assert names(rank_value([stale, once], now)) == ["once", "stale"]
     assert names(rank_value([stale, entry("preloaded", 0), once], now)) == ["once", "stale", "preloaded"]
+
+
+# -- prompt caches: one budget with the models ------------------------------------------------------
+def cache(model: str, cid: str, size_gb: float, saves_s: float, *, read_ago: float = 5.0, hits: int = 3,
+          in_use: bool = False) -> EntryStats:
+    """``model``'s prompt cache ``cid``: ``size_gb`` of KV that saves ``saves_s`` of prefill, last
+    read ``read_ago`` seconds ago."""
+    last = NOW - read_ago
+    return EntryStats(name=prompt_cache_name(model, cid), use_count=hits, last_used=last,
+                      loaded_at=last - 60 * hits, load_time_seconds=saves_s, size_bytes=int(size_gb * GB),
+                      in_use=in_use, recent_uses=tuple(last - 60 * i for i in reversed(range(hits))),
+                      kind=PROMPT_CACHE, owner=model)
+
+
+def test_prompt_cache_names_are_unique_and_map_back_to_their_model() -> None:
+    name = prompt_cache_name("qwen2.5:7b", "3f2a9c")
+    assert name == "promptcache:qwen2.5:7b:3f2a9c"
+    assert name.removeprefix("promptcache:").rsplit(":", 1) == ["qwen2.5:7b", "3f2a9c"]
+    assert entry("m").kind == MODEL and entry("m").owner is None, "old callers build models unchanged"
+
+
+def test_a_cleanup_drops_a_cold_prompt_cache_before_a_model() -> None:
+    """Two busy models and an old conversation's cache: the cache saves little per byte now
+    (last read 20 minutes ago), so it goes and both models stay."""
+    coder = entry("coder-32b", 40, size_gb=17.2, load_s=7.6, gap=30)
+    chat = entry("chat-7b", 20, size_gb=4.0, load_s=2.8, gap=60)
+    old = cache("chat-7b", "old-conversation", 4.0, saves_s=12.0, read_ago=1200)
+    loaded = [coder, chat, old]
+    memory = int(T.warning * TOTAL) + int(2 * GB)  # other apps hold the rest
+    plan = plan_cleanup(loaded, memory, TOTAL, T, rank_value, NOW, mode="just_enough")
+    assert plan.evict == (old.name,)
+    assert set(plan.kept) == {"coder-32b", "chat-7b"}
+
+
+def test_a_cleanup_unloads_a_model_worth_less_than_a_big_cache() -> None:
+    """An agent's 8,000-token prompt on the 32B model (2 GB of KV, 27 s of prefill, read seconds
+    ago) against a small model nobody asked for in an hour: the model goes, the cache stays,
+    although the cache is the larger."""
+    coder = entry("coder-32b", 40, size_gb=17.2, load_s=7.6, gap=10)
+    agent = cache("coder-32b", "agent", 2.0, saves_s=27.0, read_ago=4)
+    idle = entry("phi-mini", 3, size_gb=1.5, load_s=2.0, last=NOW - 3600, gap=600)
+    loaded = [coder, agent, idle]
+    memory = int(T.warning * TOTAL) + int(0.5 * GB)
+    plan = plan_cleanup(loaded, memory, TOTAL, T, rank_value, NOW, keep=0, mode="just_enough")
+    assert plan.evict == ("phi-mini",)
+    assert agent.name in plan.kept and "coder-32b" in plan.kept
+
+
+@pytest.mark.parametrize("policy", ALL)
+def test_unloading_a_model_takes_its_prompt_caches_first(policy: str) -> None:
+    """Room for a 12 GB model: the idle 20 GB model must go, and its two caches with it (listed
+    before it); the other model's cache stays."""
+    busy = entry("busy", 50, size_gb=20, in_use=True)
+    idle = entry("idle", 2, size_gb=20, last=NOW - 900)
+    caches = [cache("idle", "a", 1.0, 5.0), cache("idle", "b", 0.5, 3.0), cache("busy", "c", 1.0, 5.0)]
+    loaded = [busy, idle, *caches]
+    plan = plan_admission(int(12 * GB), loaded, used(loaded), TOTAL, T, get_policy(policy), NOW, name="big")
+    assert plan.allowed and plan.projected_fraction < T.warning
+    assert plan.evict[-1] == "idle" and set(plan.evict) == {"idle", caches[0].name, caches[1].name}
+    assert caches[2].name not in plan.evict
+
+
+@pytest.mark.parametrize("policy", ALL)
+def test_an_emergency_drops_models_and_prompt_caches(policy: str) -> None:
+    loaded = [entry("a", 9, 10), entry("b", 2, 10, pinned=True), cache("a", "x", 2, 9.0), cache("b", "y", 1, 4.0)]
+    plan = plan_cleanup(loaded, int(0.99 * TOTAL), TOTAL, T, get_policy(policy), NOW)
+    assert plan.level == "emergency"
+    assert set(plan.evict) == {e.name for e in loaded} and plan.deferred == ()
+    assert "unloading all 2 models and 2 prompt caches" in plan.reason
+    assert plan.evict.index(prompt_cache_name("a", "x")) < plan.evict.index("a"), "a cache goes before its model"
+
+
+@pytest.mark.parametrize("mode", CLEANUP_MODES)
+def test_a_prompt_cache_in_use_is_never_dropped_under_its_request(mode: str) -> None:
+    """A request reads the cache now: a clean-up defers it and its model; admission leaves both."""
+    reading = cache("m", "live", 4, 1.0, read_ago=3000, in_use=True)  # worth little: still kept
+    other = entry("other", 1, 2, last=NOW - 3000)
+    loaded = [entry("m", 1, 20, last=NOW - 3000), reading, other]
+    plan = plan_cleanup(loaded, int(0.95 * TOTAL), TOTAL, T, rank_value, NOW, keep=0, mode=mode)
+    assert reading.name not in plan.evict and "m" not in plan.evict
+    assert {reading.name, "m"} <= set(plan.deferred)
+    emergency = plan_cleanup(loaded, TOTAL, TOTAL, T, rank_value, NOW)
+    assert set(emergency.deferred) == {reading.name, "m"} and emergency.evict == ("other",)
+    admit = plan_admission(int(23 * GB), loaded, used(loaded), TOTAL, T, rank_value, NOW)
+    assert admit.allowed and admit.evict == ("other",)
+
+
+@pytest.mark.parametrize("policy", ALL)
+def test_max_loaded_and_keep_count_models_only(policy: str) -> None:
+    """Two models and four caches with max_loaded = 3: a third model loads without unloading
+    anything (caches are not models); a fourth unloads one model with its caches."""
+    loaded = [entry("a", 9, 1), entry("b", 2, 1)] + [cache(m, str(i), 0.1, 2.0) for m in "ab" for i in range(2)]
+    rank = get_policy(policy)
+    assert plan_admission(GB, loaded, used(loaded), TOTAL, T, rank, NOW, max_loaded=3).evict == ()
+    full = loaded + [entry("c", 5, 1)]
+    plan = plan_admission(GB, full, used(full), TOTAL, T, rank, NOW, max_loaded=3)
+    gone_models = [n for n in plan.evict if not n.startswith("promptcache:")]
+    assert len(gone_models) == 1
+    assert {n for n in plan.evict if n.startswith("promptcache:")} == {
+        e.name for e in full if e.owner == gone_models[0]}
+    # keep = 1: the best model stays even past the warning, but its caches may go.
+    huge = [entry("solo", 5, 50), cache("solo", "x", 2, 1.0, read_ago=600)]
+    cleanup = plan_cleanup(huge, int(0.9 * TOTAL), TOTAL, T, rank, NOW, keep=1, mode="just_enough")
+    assert cleanup.evict == (huge[1].name,)
+
+
+@pytest.mark.parametrize("mode", CLEANUP_MODES)
+def test_a_pinned_model_stays_but_its_prompt_caches_may_go(mode: str) -> None:
+    loaded = [entry("pinned", 1, 40, pinned=True), cache("pinned", "x", 6, 1.0, read_ago=900),
+              entry("a", 50, 4)]
+    plan = plan_cleanup(loaded, int(0.88 * TOTAL), TOTAL, T, rank_value, NOW, keep=1, mode=mode)
+    assert plan.evict == (loaded[1].name,)
+    assert "pinned" in plan.kept and "a" in plan.kept
+
+
+def test_a_new_prompt_cache_is_kept_only_when_worth_its_room() -> None:
+    """After a request, its conversation's cache is offered: it may displace what is worth less
+    (a stale cache), never what is worth more, never its own model, and never past the warning."""
+    coder = entry("coder", 40, size_gb=17.2, load_s=7.6, gap=20)
+    other = entry("other", 30, size_gb=17.2, load_s=7.6, gap=30)
+    stale = cache("other", "stale", 4.0, saves_s=10.0, read_ago=1800)
+    loaded = [coder, other, stale]
+    fresh = cache("coder", "agent", 5.0, saves_s=27.0, read_ago=0)
+    base = int(T.warning * TOTAL) - sum(e.size_bytes for e in loaded) - int(2 * GB)
+    now_used = base + sum(e.size_bytes for e in loaded)
+    kept = plan_admission(fresh.size_bytes, loaded, now_used, TOTAL, T, rank_value, NOW,
+                          name=fresh.name, incoming=fresh)
+    assert kept.allowed and kept.evict == (stale.name,)
+    precious = cache("other", "precious", 4.0, saves_s=60.0, read_ago=2)
+    refused = plan_admission(fresh.size_bytes, [coder, other, precious], now_used, TOTAL, T, rank_value,
+                             NOW, name=fresh.name, incoming=cache("coder", "agent", 5.0, 5.0, read_ago=0))
+    assert not refused.allowed and "not kept" in (refused.refused or "")
+    alone = plan_admission(int(60 * GB), [coder], int(0.3 * TOTAL), TOTAL, T, rank_value, NOW,
+                           name="x", incoming=cache("coder", "huge", 60, 900.0, read_ago=0))
+    assert not alone.allowed and "coder" not in alone.evict
+
+
+def test_value_reads_a_prompt_caches_worth_off_its_silence() -> None:
+    """A finished conversation with many past hits against the one being typed in: the recent
+    one is worth more, whatever their history; and a cache with no hits yet counts from when it
+    was built."""
+    finished = cache("m", "finished", 1.0, 10.0, read_ago=900, hits=16)
+    typing = cache("m", "typing", 1.0, 10.0, read_ago=30, hits=2)
+    assert names(rank_value([finished, typing], NOW)) == [typing.name, finished.name]
+    built = EntryStats(name=prompt_cache_name("m", "new"), loaded_at=NOW - 10, load_time_seconds=10.0,
+                       size_bytes=GB, kind=PROMPT_CACHE, owner="m")
+    assert request_rate(built, NOW, 0.0) == pytest.approx(1 / 10)
+    assert names(rank_value([finished, built], NOW))[0] == built.name
+
+
+# -- the knapsack ------------------------------------------------------------------------------------
+def _random_items(rng: random.Random, n_models: int, n_caches: int) -> list[EntryStats]:
+    models = [entry(f"m{i}", rng.randint(1, 30), rng.uniform(1, 20), rng.uniform(1, 20),
+                    last=NOW - rng.uniform(0, 2000), gap=rng.uniform(10, 300), pinned=rng.random() < 0.15,
+                    in_use=rng.random() < 0.1) for i in range(n_models)]
+    caches = [cache(f"m{rng.randrange(n_models)}", f"c{j}", rng.uniform(0.2, 8), rng.uniform(1, 60),
+                    read_ago=rng.uniform(1, 3000), hits=rng.randint(1, 8), in_use=rng.random() < 0.05)
+              for j in range(n_caches)]
+    return models + caches
+
+
+def _best_keep_by_brute_force(items: list[EntryStats], candidates: list[EntryStats], worth: dict[str, float],
+                              room: float, max_models: int | None) -> tuple[float, int]:
+    """The most (worth, bytes) any closed subset of ``candidates`` keeps under ``room``."""
+    names_ = {e.name for e in candidates}
+    best = (-1.0, 0)
+    for mask in range(1 << len(candidates)):
+        kept = [e for i, e in enumerate(candidates) if mask >> i & 1]
+        kept_names = {e.name for e in kept}
+        if any(not e.is_model and e.owner in names_ and e.owner not in kept_names for e in kept):
+            continue
+        size = sum(e.size_bytes for e in kept)
+        if size >= room or (max_models is not None and sum(e.is_model for e in kept) > max_models):
+            continue
+        best = max(best, (sum(worth[e.name] for e in kept), size))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_knapsack_keeps_what_brute_force_finds_best(seed: int) -> None:
+    """Random models and caches, a load that needs room: the knapsack's plan keeps the most
+    worth any allowed set could keep (a cache only with its model), and never less than the
+    greedy walk's plan."""
+    rng = random.Random(seed)
+    loaded = _random_items(rng, rng.randint(1, 4), rng.randint(0, 6))
+    need = int(rng.uniform(1, 20) * GB)
+    memory = int(0.1 * TOTAL) + sum(e.size_bytes for e in loaded)
+    max_loaded = rng.choice([0, 0, len([e for e in loaded if e.is_model])])
+    worth = worth_value(loaded, NOW)
+    by_name = {e.name: e for e in loaded}
+    busy_models = {e.owner for e in loaded if not e.is_model and e.in_use}
+    candidates = [e for e in loaded if not (e.is_model and (e.pinned or e.in_use or e.name in busy_models))
+                  and not e.in_use]
+    room = T.warning * TOTAL - (memory + need - sum(e.size_bytes for e in candidates))
+    fixed_models = sum(e.is_model for e in loaded) - sum(e.is_model for e in candidates)
+    slots = max_loaded - fixed_models - 1 if max_loaded else None
+    expected = _best_keep_by_brute_force(loaded, candidates, worth, room, slots)
+    plans = {search: plan_admission(need, loaded, memory, TOTAL, T, rank_value, NOW, max_loaded=max_loaded,
+                                    search=search) for search in SEARCHES}
+    kept = {}
+    for search, plan in plans.items():
+        if not plan.allowed or plan.projected_fraction >= T.warning:
+            continue
+        assert all(by_name[c].owner not in plan.evict for c in by_name if c not in plan.evict
+                   and not by_name[c].is_model), "a cache outlived its model"
+        still = [e for e in candidates if e.name not in plan.evict]
+        kept[search] = (sum(worth[e.name] for e in still), sum(e.size_bytes for e in still))
+    if expected[0] < 0:
+        assert "knapsack" not in kept
+        return
+    assert kept["knapsack"][0] == pytest.approx(expected[0])
+    if "greedy" in kept:
+        assert kept["knapsack"][0] >= kept["greedy"][0] - 1e-12
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_knapsack_cleanups_keep_the_floor_and_fit(seed: int) -> None:
+    rng = random.Random(1000 + seed)
+    loaded = _random_items(rng, rng.randint(1, 4), rng.randint(0, 6))
+    memory = int(rng.uniform(0.86, 0.97) * TOTAL)
+    for mode in CLEANUP_MODES:
+        plans = [plan_cleanup(loaded, memory, TOTAL, T, rank_value, NOW, keep=1, mode=mode, search=s)
+                 for s in SEARCHES]
+        for plan in plans:
+            gone = set(plan.evict) | set(plan.deferred)
+            assert all(e.name in gone for e in loaded if not e.is_model and e.owner in gone)
+            assert any(e.is_model and not e.pinned and e.name not in gone for e in loaded) or all(
+                e.pinned for e in loaded if e.is_model)
+        knap, greedy = plans[1], plans[0]
+        freed = {p: sum(e.size_bytes for e in loaded if e.name in set(p.evict) | set(p.deferred))
+                 for p in (knap, greedy)}
+        if memory - freed[greedy] < T.warning * TOTAL:
+            assert memory - freed[knap] < T.warning * TOTAL, "the knapsack fits whenever the walk does"
+
+
+def test_the_knapsack_falls_back_to_the_walk_when_it_cannot_search() -> None:
+    """Policies that only order (lru, frequency) and more than KNAPSACK_MAX_ITEMS candidates are
+    planned by the greedy walk, exactly as without the knapsack."""
+    rng = random.Random(3)
+    many = _random_items(rng, 4, KNAPSACK_MAX_ITEMS)
+    memory = int(0.1 * TOTAL) + sum(e.size_bytes for e in many)
+    for policy, items in ((rank_lru, many[:8]), (rank_frequency, many[:8]), (rank_value, many)):
+        plans = {s: plan_admission(int(10 * GB), items, memory, 4 * TOTAL, T, policy, NOW, search=s)
+                 for s in SEARCHES}
+        assert plans["knapsack"] == plans["greedy"]
+
+
+def test_a_plan_with_a_few_items_takes_well_under_a_millisecond() -> None:
+    """Not a timing assert (speed lives in benchmarks/): the knapsack's state stays bounded, so
+    the number of frontier states it explores is small on a full set of candidates."""
+    from mlx_tui.core import planner
+
+    rng = random.Random(9)
+    items = _random_items(rng, 5, KNAPSACK_MAX_ITEMS - 5)
+    sizes: list[int] = []
+    real = planner._pareto
+
+    def counting(states):  # type: ignore[no-untyped-def]
+        out = real(states)
+        sizes.append(len(out))
+        return out
+
+    planner._pareto = counting  # type: ignore[assignment]
+    try:
+        plan_cleanup(items, int(0.95 * 4 * TOTAL), 4 * TOTAL, T, rank_value, NOW, mode="just_enough",
+                     search="knapsack")
+    finally:
+        planner._pareto = real  # type: ignore[assignment]
+    assert sizes and max(sizes) <= planner._KNAPSACK_MAX_STATES
