@@ -34,6 +34,7 @@ go_offline()  # benchmarks never touch the network
 MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open",
                             "gpu_memory", "distributed")
 """Benchmark modules of this package, in the order they run and appear in the report."""
+MODULES += ("agent_tools",)  # issue 12: an agent's trace with tools, TTFT against mlx_lm.server
 
 TITLES = {
     "policy_replay": "Cache policy replay",

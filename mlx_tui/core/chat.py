@@ -347,13 +347,16 @@ class ChatEngine:
         """
         self._check_params(params)
         self._check_chars(text_chars)
-        if not callable(prompt):
-            ids = list(prompt)
+        if callable(prompt):
+            source = prompt
+        else:
+            given = list(prompt)
             limit = self.cache.settings.engine.max_prompt_tokens
-            if len(ids) > limit:
-                raise RequestTooLarge("prompt tokens", len(ids), limit, "engine.max_prompt_tokens")
-            prompt = lambda tokenizer: ids  # noqa: E731
-        source = prompt
+            if len(given) > limit:
+                raise RequestTooLarge("prompt tokens", len(given), limit, "engine.max_prompt_tokens")
+
+            def source(tokenizer: Any) -> list[int]:
+                return given
         name = self.cache.get(model, allow_paths=allow_paths).name
 
         def checked(tokenizer: Any) -> list[int]:

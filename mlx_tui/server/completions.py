@@ -169,7 +169,9 @@ class _PromptIds:
                     f"{self._model} has no fill-in-the-middle tokens, so it cannot complete "
                     "between a prompt and a suffix; send the request without suffix, or use a "
                     "coder model trained for it (Qwen2.5-Coder, StarCoder, DeepSeek-Coder, Codestral)")
-        return prompt_tokens(tokenizer, text)
+        ids = prompt_tokens(tokenizer, text)
+        bos = getattr(tokenizer, "bos_token_id", None)
+        return ids or ([bos] if isinstance(bos, int) else [])  # "": begin a text from nothing
 
 
 def _legacy_logprobs(items: Sequence[Any], offset: int) -> dict[str, Any]:

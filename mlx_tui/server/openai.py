@@ -69,6 +69,8 @@ def _tool_calls(where: str, raw: Any) -> tuple[dict[str, Any], ...]:
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise bad_request(f"{here}.function.name must be a string")
         arguments = function.get("arguments", "{}")
+        if isinstance(arguments, dict):  # sent as an object (Ollama's way): keep it as JSON text
+            arguments = json.dumps(arguments, ensure_ascii=False)
         if not isinstance(arguments, str):
             raise bad_request(f"{here}.function.arguments must be a string of JSON")
         call_id = call.get("id")
