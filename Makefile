@@ -22,8 +22,11 @@ system-deps:
 	  elif command -v brew >/dev/null; then brew install tmux jq; \
 	  else echo "please install tmux and jq" >&2; exit 1; fi; }
 
+# The demo run keeps its settings outside the repository (your user config file; created on
+# the first save), so the tracked settings.toml is never rewritten by the app.
+RUN_SETTINGS ?= $${XDG_CONFIG_HOME:-$$HOME/.config}/mlx-tui/settings.toml
 run: $(VENV)/.installed
-	$(VENV)/bin/mlx-tui --model demo
+	$(VENV)/bin/mlx-tui --model demo --settings "$(RUN_SETTINGS)"
 
 test: $(VENV)/.installed system-deps
 	$(PY) -m pytest -q -p no:cacheprovider

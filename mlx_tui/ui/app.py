@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 __all__ = ["MlxTuiApp", "run_app", "binding_groups"]
 
 _BUSY = (ModelState.LOADING, ModelState.QUEUED, ModelState.EVICTING)
+CHAT_REPLY_LINES = 8
+"""The chat keeps at least this many lines for the conversation; the table gives way first."""
+TABLE_MIN_HEIGHT, TABLE_MAX_HEIGHT = 4, 12  # with its border: a header and a row, up to 9 rows
 
 
 class MlxTuiApp(App[int]):
@@ -65,7 +68,7 @@ class MlxTuiApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "mlx-tui"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-tall")]  # short: no gauge history line
     BINDINGS = [
         Binding("f1,question_mark", "help", "Help", id="help",
                 tooltip="Every key, and what each part of the screen shows"),
@@ -108,6 +111,7 @@ class MlxTuiApp(App[int]):
         self._startup_problems: list[str] = []
         self._applied_keys: dict[str, str] = {}
         self._settings_ok = runtime.settings_store.error is None
+        self._wide = True  # 100 columns or more: the event log beside the chat
         self.themes: AppThemes | None = None
         self.api_server: Any = None
         self.api_text = "API off (--no-api)" if not api else "API starting…"
@@ -180,8 +184,10 @@ class MlxTuiApp(App[int]):
         self._use_theme(settings.ui.theme)
         self.set_keymap(dict(settings.ui.keys))
         self.theme_changed_signal.subscribe(self, self._on_theme_changed)
-        wide = self.size.width >= 100
-        self.query_one("#lower").set_class(wide, "show-log")
+        self._wide = self.size.width >= 100
+        self.query_one("#lower").set_class(self._wide, "show-log")
+        self._fit_table(self.size.height)
+        self.watch(self.screen, "maximized", lambda _: self._fit_table(self.size.height))
         self.gauge.show_snapshot(self.runtime.cache.memory())
         self._update_subtitle()
         self.table.sync()
@@ -213,6 +219,22 @@ class MlxTuiApp(App[int]):
                                                      daemon=True).start())
         if self._want_api:
             self.run_worker(self._start_api, thread=True, name="api", exit_on_error=False)
+
+    def on_resize(self, event: Any) -> None:
+        """Across 100 columns the log goes beside the chat or gives it back its place; the
+        table is as tall as it may be with 8 lines left for the reply."""
+        wide = event.size.width >= 100
+        if wide != self._wide:
+            self.query_one("#lower").set_class(wide, "show-log")
+        self._wide = wide
+        self._fit_table(event.size.height)
+
+    def _fit_table(self, height: int) -> None:
+        gauge = 5 if height < 28 else 6  # the CSS of MemoryGauge for -short and -tall
+        room = height - 1 - gauge - (2 + CHAT_REPLY_LINES + 3)  # footer; chat borders, input
+        zoomed = self.screen.maximized is self.table
+        self.table.styles.max_height = None if zoomed else max(
+            TABLE_MIN_HEIGHT, min(TABLE_MAX_HEIGHT, room))  # zoomed: the stylesheet's 100%
 
     def on_unmount(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -292,14 +314,15 @@ class MlxTuiApp(App[int]):
         if event.kind is EventKind.MEMORY:
             self.gauge.show_snapshot(event.data["snapshot"])
             return
+        text = self.names.message(event.model, event.message)  # the name the user knows
         if event.kind is EventKind.CLEANUP:
             self.gauge.mark_cleanup(str(event.data.get("cleanup", "normal")))
         elif event.kind is EventKind.LOAD_FAILED:
-            self.notify(event.message, title="Load failed", severity="error", timeout=10)
+            self.notify(text, title="Load failed", severity="error", timeout=10)
         elif event.kind is EventKind.REFUSED:
-            self.notify(event.message, title="Load refused", severity="error", timeout=10)
+            self.notify(text, title="Load refused", severity="error", timeout=10)
         if event.kind in LOGGED:
-            self.event_log.add(event)
+            self.event_log.add(event, text)
         self._models_changed()
 
     def _models_changed(self) -> None:
@@ -395,8 +418,8 @@ class MlxTuiApp(App[int]):
 
     # -- actions -----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("quit", "command_palette"):
-            return True
+        if action in ("quit", "command_palette") or action not in _OWN_ACTIONS:
+            return True  # Textual's own (tab's focus_next...) work everywhere
         # Screens over the main one have their own keys; the main screen's wait behind them.
         return not isinstance(self.screen, ModalScreen)
 
@@ -495,6 +518,9 @@ class MlxTuiApp(App[int]):
         for command in palette_commands(self.BINDINGS, ModelsTable.BINDINGS):
             yield SystemCommand(command.title, command.help,
                                 lambda action=command.action: self.run_action(action))
+
+
+_OWN_ACTIONS = frozenset(b.action for b in MlxTuiApp.BINDINGS if isinstance(b, Binding))
 
 
 def _warm_up() -> None:

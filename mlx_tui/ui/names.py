@@ -25,6 +25,13 @@ class ShownNames:
     def shown(self, name: str) -> str:
         return self._chosen.get(name, name)
 
+    def message(self, name: str | None, text: str) -> str:
+        """``text`` about model ``name`` (``default: loaded in 0.1 s``) with the shown name."""
+        shown = self.shown(name) if name else None
+        if name and shown != name and text.startswith(f"{name}: "):
+            return f"{shown}: {text[len(name) + 2:]}"
+        return text
+
     def aliases(self, view: Any) -> list[str]:
         """The model's other names: the cache's own and its aliases, without the one shown."""
         names = [view.name, *getattr(view, "aliases", ())]  # aliases: coming in the core

@@ -7,10 +7,12 @@ the app while a model is "still loading". Everything else is real.
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from typing import Any, Callable
 
+from rich.console import Console
 from textual.pilot import Pilot
 
 from mlx_tui.core.catalog import ModelInfo
@@ -124,3 +126,12 @@ async def press_in_table(pilot: Pilot, app: MlxTuiApp, *keys: str) -> None:
         await pilot.press(key)
         await until(pilot, lambda: not app.table.key_pending, what=f"{key!r} to act")
         await pilot.pause()
+
+
+def screen_lines(app: MlxTuiApp) -> list[str]:
+    """The screen as the terminal shows it, one string per row."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text().splitlines()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -202,3 +203,28 @@ async def test_esc_during_the_load_stops_the_reply_not_the_load(make_runtime, ti
         loader.release()
         await until(pilot, lambda: app.table.row_text("tiny-a")["state"] == "loaded",
                     what="the load to finish anyway")
+
+
+async def test_a_chat_starts_with_its_model_own_generation_defaults(
+        make_app, tiny_models, fresh_model: Callable[[str], Path]) -> None:
+    tuned = fresh_model("tuned")
+    (tuned / "generation_config.json").write_text('{"temperature": 0.3, "top_p": 0.5}',
+                                                  encoding="utf-8")
+    app = make_app(model="demo", models={**tiny_models, "tuned": str(tuned)}, params=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        # The bundled demo model writes sense only when sampled greedily: its own file says so.
+        assert app.chat.params.temperature == 0.0
+        assert "temp 0 ·" in app.chat.border_subtitle
+
+        await select_row(pilot, app, "tuned")
+        await press_in_table(pilot, app, "c")
+        assert (app.chat.params.temperature, app.chat.params.top_p) == (0.3, 0.5)
+        assert "temp 0.3 ·" in app.chat.border_subtitle
+
+        app.chat.set_options("", replace(app.chat.params, temperature=1.1))  # as ctrl+t does
+        await select_row(pilot, app, "tiny-a")
+        await press_in_table(pilot, app, "c")
+        assert app.chat.params.temperature == 1.1, "options the user chose stay with the chat"
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.chat.params.temperature == 0.7, "a new chat starts from tiny-a's defaults"

@@ -3,23 +3,9 @@ the event log's last column, the chat's room at 80x24, a zoomed table."""
 
 from __future__ import annotations
 
-import io
 import time
 
-from rich.console import Console
-
-from mlx_tui.ui.app import MlxTuiApp
-
-from .helpers import focus_table, until
-
-
-def screen_lines(app: MlxTuiApp) -> list[str]:
-    """The screen as the terminal shows it, one string per row."""
-    width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
-                      color_system="truecolor", record=True, legacy_windows=False, safe_box=False)
-    console.print(app.screen._compositor.render_update(full=True))
-    return console.export_text().splitlines()
+from .helpers import focus_table, screen_lines, until
 
 
 def check_gauge(lines: list[str]) -> None:
@@ -84,6 +70,34 @@ async def test_at_80x24_the_chat_has_room_for_a_reply(make_app) -> None:
         assert app.table.size.height >= 3, "the table still shows its header and a row"
 
 
+async def test_shrinking_the_terminal_gives_the_chat_its_place_back(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app.event_log.display and app.chat.display
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert app.query_one("#transcript").size.height >= 8, "the chat, not the log, is shown"
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause()
+        assert app.event_log.size.width > 0 and app.chat.size.width > 0, "both side by side again"
+
+
+async def test_the_event_log_wraps_again_at_a_new_width(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.event_log.clear()
+        message = "tiny-a: loaded in 0.05 s, 545.2 KB (preload)"
+        app.event_log.add_line("loaded", message, time.time())
+        await pilot.pause()
+        narrow = len(app.event_log.lines)
+        await pilot.resize_terminal(80, 24)
+        await pilot.press("ctrl+l")  # the log in the chat's place: the whole width
+        await pilot.pause()
+        await pilot.pause()
+        assert len(app.event_log.lines) < narrow, [line.text for line in app.event_log.lines]
+        assert any(message in line.text for line in app.event_log.lines)
+
+
 async def test_zooming_the_table_makes_it_fill_the_screen(make_app) -> None:
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -93,3 +107,17 @@ async def test_zooming_the_table_makes_it_fill_the_screen(make_app) -> None:
         await pilot.pause()
         assert app.table.outer_size.height >= 40 - 2, app.table.outer_size
         assert app.table.outer_size.width == 120
+
+
+async def test_the_table_takes_the_height_the_chat_can_spare(make_app) -> None:
+    app = make_app()
+    for size in ((120, 30), (100, 26), (80, 24)):
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            transcript = app.query_one("#transcript").size.height
+            rows_shown = app.table.size.height - 1  # the header
+            assert transcript >= 8, (size, transcript)
+            assert rows_shown >= min(len(app.table.order()), 2), (size, rows_shown)
+            if size[1] >= 30:
+                assert rows_shown >= len(app.table.order()), "room for every row"
+        app = make_app()

@@ -273,3 +273,9 @@ async def test_the_model_the_user_named_keeps_that_name(make_app, tiny_models) -
         assert app.table.selected == canonical
         other = "main" if canonical == "nick" else canonical
         assert f"also {other}" in str(app.table.border_subtitle)
+
+        app.runtime.cache.load("nick").result()
+        await until(pilot, lambda: any("nick: loaded in" in line
+                                       for line in app.event_log.lines_written), what="the load")
+        assert not any(f"{other}: " in line for line in app.event_log.lines_written), \
+            app.event_log.lines_written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -185,3 +186,58 @@ async def test_settings_with_a_bad_file_at_start_are_reported(make_runtime, tiny
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "The file has a problem" in str(app.screen.query_one(".error").render())
+
+
+async def test_a_save_from_the_settings_screen_is_one_write_applied_once(
+        make_app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+    store = app.runtime.settings_store
+    writes: list[dict] = []
+    original = store.update
+    monkeypatch.setattr(store, "update", lambda changes: writes.append(changes) or original(changes))
+    heard: list[frozenset[str]] = []
+    app.runtime.on_settings(lambda change: heard.append(change.sections), sections=("ui", "memory"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, SettingsScreen), what="the settings")
+        app.screen.query_one("#warning").value = "70"
+        app.screen.query_one("#theme").value = "mlx-light"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: app.theme == "mlx-light" and app.gauge.thresholds == (0.7, 0.98),
+                    what="both changes")
+        await app.workers.wait_for_complete()
+    assert len(writes) == 1 and set(writes[0]) == {"memory", "ui"}, writes
+    assert heard == [frozenset({"memory", "ui"})], "one change, with both sections, heard once"
+
+
+async def test_a_bad_settings_file_at_start_is_marked_until_it_is_fixed(
+        make_runtime, tiny_models, tmp_path: Path) -> None:
+    runtime = make_runtime(tiny_models, memory={"poll_seconds": 0.1})
+    good = (tmp_path / "settings.toml").read_text(encoding="utf-8")
+    rewrite(tmp_path / "settings.toml", "[memory\n")
+    runtime.settings_store.reload_if_changed()
+    app = MlxTuiApp(runtime, model="tiny-a", api=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        assert "settings.toml ✗ not valid (--settings)" in str(app.gauge.border_subtitle)
+        assert any("settings" in line and "not valid TOML" in line
+                   for line in app.event_log.lines_written), app.event_log.lines_written
+        rewrite(tmp_path / "settings.toml", good)
+        await until(pilot, lambda: "not valid" not in str(app.gauge.border_subtitle),
+                    what="the mark to go once the file is fixed")
+        assert "settings.toml (--settings)" in str(app.gauge.border_subtitle)
+
+
+def test_make_run_keeps_its_settings_outside_the_repository() -> None:
+    repo = Path(__file__).resolve().parent.parent.parent
+    done = subprocess.run(["make", "-n", "-s", "run", "VENV=/nonexistent-venv"], cwd=repo,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "XDG_CONFIG_HOME": "/tmp/somewhere-else"})
+    command = done.stdout.strip().splitlines()[-1]
+    assert "mlx-tui --model demo --settings" in command, done.stdout
+    settings = Path(subprocess.run(["sh", "-c", f"echo {command.split('--settings ')[1]}"],
+                                   capture_output=True, text=True,
+                                   env={**os.environ, "XDG_CONFIG_HOME": "/tmp/somewhere-else"},
+                                   ).stdout.strip())
+    assert settings == Path("/tmp/somewhere-else/mlx-tui/settings.toml")
+    assert repo not in settings.parents

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static, TextArea
+from textual.widgets import Button, Footer, Input, Label, Static, TextArea
 
 from ...core.chat import GenerationParams
 
@@ -72,23 +72,26 @@ class ChatOptionsScreen(ModalScreen[ChatOptions | None]):
             dialog.border_title = "Chat options · ctrl+s saves · esc cancels"
             yield Label("System prompt")
             yield TextArea(self._prompt, id="system-prompt", soft_wrap=True, tab_behavior="focus")
-            with Grid(classes="fields"):
+            with Grid(classes="fields"):  # one line a field, as in the settings screen
                 yield Label("Temperature")
-                yield Input(f"{p.temperature:g}", id="temperature")
+                yield Input(f"{p.temperature:g}", id="temperature", compact=True)
                 yield Label("Top p")
-                yield Input(f"{p.top_p:g}", id="top-p")
+                yield Input(f"{p.top_p:g}", id="top-p", compact=True)
                 yield Label("Max tokens")
-                yield Input(str(p.max_tokens), id="max-tokens", type="integer")
+                yield Input(str(p.max_tokens), id="max-tokens", type="integer", compact=True)
                 yield Label("Seed (empty: random)")
-                yield Input("" if p.seed is None else str(p.seed), id="seed")
-            yield Static("", id="options-error", classes="error")
+                yield Input("" if p.seed is None else str(p.seed), id="seed", compact=True)
+            yield Static("", id="options-error", classes="error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")
                 yield Button("Cancel (esc)", id="cancel")
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         area = self.query_one("#system-prompt", TextArea)
         area.cursor_blink = False
+        for field in self.query(Input):
+            field.cursor_blink = False
         area.focus()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

@@ -1,4 +1,5 @@
-"""A yes/no question, for actions that cannot be undone (an emergency clean-up)."""
+"""A yes/no question, for actions that cannot be undone (an emergency clean-up, deleting a
+saved chat)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Button, Footer, Static
 
 __all__ = ["ConfirmScreen"]
 
@@ -27,10 +28,11 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
             dialog.border_title = self._title
-            yield Static(self._question, classes="question")
+            yield Static(self._question, classes="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", variant="error", id="yes")
                 yield Button("No (n)", variant="primary", id="no")
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Markdown
+from textual.widgets import Footer, Markdown
 
 __all__ = ["HelpScreen", "SCREEN_GUIDE"]
 
@@ -46,6 +46,7 @@ class HelpScreen(ModalScreen[None]):
             with VerticalScroll(id="help-scroll"):
                 yield Markdown(f"## Keys\n\n{self._keys}\n## The screen\n\n{SCREEN_GUIDE}",
                                id="help-text")
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#help-scroll").focus()

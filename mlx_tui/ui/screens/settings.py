@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from ...core.planner import CLEANUP_MODES
 from ...core.policy import POLICIES
@@ -93,10 +93,10 @@ class SettingsScreen(ModalScreen[bool]):
         with Vertical(classes="dialog wide") as dialog:
             dialog.border_title = "Settings · ctrl+s saves · esc cancels"
             yield Static(f"File: {self._store.path}  (found by: {self._store.source})",
-                         id="settings-file")
+                         id="settings-file", markup=False)
             if self._store.error is not None:
                 yield Static(f"The file has a problem, the last valid settings are in force: "
-                             f"{self._store.error}", classes="error")
+                             f"{self._store.error}", classes="error", markup=False)
             with VerticalScroll():
                 with Grid(classes="fields"):
                     yield from self._field("Warning threshold %", Input(f"{m.warning_threshold * 100:g}",
@@ -123,10 +123,11 @@ class SettingsScreen(ModalScreen[bool]):
                     yield from self._field("Theme", Select(
                         [(t, t) for t in themes], value=s.ui.theme, id="theme", allow_blank=False,
                         compact=True))
-            yield Static("", id="settings-error", classes="error")
+            yield Static("", id="settings-error", classes="error", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button("Save (ctrl+s)", variant="primary", id="save")
                 yield Button("Cancel (esc)", id="cancel")
+        yield Footer(compact=True, show_command_palette=False)
 
     @staticmethod
     def _field(label: str, widget: Input | Select) -> ComposeResult:

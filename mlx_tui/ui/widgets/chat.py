@@ -351,8 +351,8 @@ class ChatPane(Vertical):
         """An empty conversation (replies under way go on in the background and are saved)."""
         await self._clear()
         self.conversation_id, self.title, self.history = None, "new chat", []
-        if not self._own_options:
-            self.params = self._params_for(self.model)
+        self._own_options = False  # a new chat starts from its model's defaults again
+        self.params = self._params_for(self.model)
         await self.query_one("#transcript").mount(Static(self._hint(), id="chat-hint"))
         self._update_titles()
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
+from textual import events
 from textual.widgets import RichLog
 
 from ...core.events import CacheEvent, EventKind
@@ -51,6 +52,17 @@ class EventLog(RichLog):
                          highlight=False)
         self.border_title = "Events"
         self.lines_written: list[str] = []  # plain text, for people reading tests
+        self._entries: list[tuple[str, str, float, str | None]] = []
+        self._wrapped_at = 0
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Lines are wrapped when written: wrap them again for a new width."""
+        width = self.scrollable_content_region.width
+        if width != self._wrapped_at and self._entries:
+            super().clear()
+            for entry in self._entries:
+                self._write(*entry)
+        self._wrapped_at = width
 
     def _colour(self, severity: str | None) -> Style:
         # Through the stylesheet, not the theme's colour strings: a 16-colour theme names its
@@ -59,23 +71,38 @@ class EventLog(RichLog):
             return Style()
         return Style(color=self.get_component_rich_style(f"event-log--{severity}").color)
 
-    def add(self, event: CacheEvent) -> None:
-        """Log a cache event (the caller filters with :data:`LOGGED`)."""
+    def clear(self) -> "EventLog":
+        """Forget every line."""
+        self._entries.clear()
+        self.lines_written.clear()
+        super().clear()
+        return self
+
+    def add(self, event: CacheEvent, message: str | None = None) -> None:
+        """Log a cache event (the caller filters with :data:`LOGGED`), with ``message`` instead
+        of the event's own when given."""
         severity = _SEVERITY.get(event.kind)
         if event.kind is EventKind.SETTINGS and event.data.get("error"):
             severity = "error"
         elif event.kind is EventKind.PRELOAD and not event.data.get("ok", True):
             severity = "warning"
-        self.add_line(_LABEL.get(event.kind, event.kind.value), event.message, event.at, severity)
+        self.add_line(_LABEL.get(event.kind, event.kind.value), message or event.message, event.at,
+                      severity)
 
     def add_line(self, label: str, message: str, at: float, severity: str | None = None) -> None:
         """One line: the time, a label and the message; a long message wraps under itself."""
+        self._entries.append((label, message, at, severity))
+        del self._entries[:-1000]
+        stamp = self._write(label, message, at, severity)
+        self.lines_written.append(f"{stamp} {label:<8} {message}")
+        del self.lines_written[:-1000]
+
+    def _write(self, label: str, message: str, at: float, severity: str | None) -> str:
         stamp = datetime.fromtimestamp(at).strftime("%H:%M:%S")
         head = Text.assemble((stamp + " ", "dim"), (f"{label:<8} ", self._colour(severity) + Style(bold=True)))
-        self.lines_written.append(head.plain + message)
-        del self.lines_written[:-1000]
         grid = Table.grid()
         grid.add_column(width=HEAD_WIDTH, no_wrap=True)
         grid.add_column(overflow="fold")
         grid.add_row(head, Text(message))
         self.write(grid)
+        return stamp

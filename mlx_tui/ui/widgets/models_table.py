@@ -73,6 +73,9 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("load_time", "Load s", 8, lambda v: v.load_time_seconds, right=True),
 )
 _COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+_SOURCES = {"demo": "bundled demo model", "alias": "alias", "folder": "model folder",
+            "huggingface": "Hugging Face cache"}
+"""Where a model comes from, as the line under the table says it."""
 NAME_MIN_WIDTH = 16
 """The model column never gets narrower than this; the table scrolls sideways instead."""
 
@@ -294,6 +297,7 @@ class ModelsTable(DataTable):
         views = list(self._views.values())
         if self.sort_column is None:
             names = [n for n in self._cache.keep_order() if n in self._views]
+            names += [n for n in self._views if n not in names]  # new since keep_order()
         else:
             key = _COLUMN_BY_KEY[self.sort_column].sort_key
             names = [v.name for v in sorted(views, key=lambda v: (key(v), v.name.lower()))]
@@ -304,8 +308,10 @@ class ModelsTable(DataTable):
         if wanted == self.order():
             return
         selected = self.selected
-        index = {name: i for i, name in enumerate(wanted)}
-        self.sort("name", key=lambda cell: index[str(cell)])
+        # DataTable sorts by cell values, and a shown name is not the row's key (a cut name, an
+        # alias): the name cells themselves say which row they belong to.
+        index = {id(self.get_cell(name, "name")): i for i, name in enumerate(wanted)}
+        self.sort("name", key=lambda cell: index[id(cell)])
         if selected is not None and selected in self.rows:
             self.move_cursor(row=self.get_row_index(selected), animate=False)
 
@@ -364,7 +370,8 @@ class ModelsTable(DataTable):
                     return v.error[len(prefix):]
             return v.error
         aliases = self._names.aliases(v)
-        facts = [f"also {', '.join(aliases)}" if aliases else "", v.source, v.architecture or "",
+        facts = [f"also {', '.join(aliases)}" if aliases else "", _SOURCES.get(v.source, v.source),
+                 v.architecture or "",
                  f"{v.quantization_bits}-bit" if v.quantization_bits else "", v.path or ""]
         return " · ".join(f for f in facts if f)
 
