@@ -258,8 +258,9 @@ def test_a_rank_killed_mid_reply_fails_it_with_the_host_and_the_server_stays_up(
     assert isinstance(error, openai.APIStatusError) and error.status_code == 422
     assert "rank 1 on 127.0.0.1 was killed by SIGKILL" in error.message
 
-    model = wait_until(lambda: (m := served.model())["state"] == "not_loaded" and m, 30,
-                       "the model to be unloaded")
+    model = wait_until(lambda: (m := served.model())["state"] == "failed" and m, 30,
+                       "the model to be marked failed")
+    assert "rank 1 on 127.0.0.1" in (model["error"] or ""), "the model says which host failed"
     assert [r["state"] for r in model["ranks"]] == ["stopped", "failed"]
     assert "rank 1 on 127.0.0.1" in (model["ranks"][1]["error"] or "")
     wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), 30, "the old ranks to exit")

@@ -105,6 +105,7 @@ class ModelView:
     requests_in_flight: int = 0
     prompt_cache_bytes: int = 0
     prompt_cache_disk_bytes: int = 0
+    ranks: tuple[Any, ...] = ()  # a model served across hosts: each rank (host, memory, shard)
 
     # what the catalogue knows, by the names the app and the API have always used
     @property
@@ -189,6 +190,7 @@ class ModelView:
             "error": self.error,
             "prompt_cache_bytes": self.prompt_cache_bytes,
             "prompt_cache_disk_bytes": self.prompt_cache_disk_bytes,
+            **({"ranks": [r.to_dict() for r in self.ranks]} if self.ranks else {}),
         }
 
 
@@ -415,7 +417,19 @@ class ModelCache:
             requests_in_flight=worker.in_flight if worker is not None else 0,
             prompt_cache_bytes=pc_memory,
             prompt_cache_disk_bytes=pc_disk,
+            ranks=self._ranks_of(e.name),
         )
+
+    def _ranks_of(self, name: str) -> tuple[Any, ...]:
+        """The ranks of a model the loader serves across hosts (a loader with ``ranks``)."""
+        ranks = getattr(self._loader, "ranks", None)
+        return tuple(ranks(name)) if ranks is not None else ()
+
+    def _local_bytes(self, info: ModelInfo) -> int:
+        """What loading ``info`` adds to this machine's memory: the whole model, or only this
+        host's shard for a model the loader spreads across hosts (``local_estimate``)."""
+        local = getattr(self._loader, "local_estimate", None)
+        return int(local(info)) if local is not None else info.estimated_bytes
 
     def _expected_seconds(self, e: _Entry) -> float | None:
         if e.load_time_seconds:
@@ -617,8 +631,9 @@ class ModelCache:
             abandoned = entry.abandon
             view = None
             if abandoned is None:
-                worker = GenerationWorker(entry.name, loaded.model, loaded.tokenizer, self._settings.engine,
-                                          prompt_cache=self._prompt_cache_for(entry))
+                worker = loaded.worker or GenerationWorker(
+                    entry.name, loaded.model, loaded.tokenizer, self._settings.engine,
+                    prompt_cache=self._prompt_cache_for(entry))
                 worker.start(self._generation_threads)  # before anyone can lease or evict it
                 entry.worker = worker
                 entry.state = ModelState.LOADED
@@ -716,7 +731,7 @@ class ModelCache:
                             if e.state is ModelState.LOADING and e is not entry)
             loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]
             plan = plan_admission(
-                entry.info.estimated_bytes, loaded, snap.used_bytes + in_flight, snap.total_bytes,
+                self._local_bytes(entry.info), loaded, snap.used_bytes + in_flight, snap.total_bytes,
                 self.thresholds, get_policy(self._settings.cache.policy), self._clock(),
                 max_loaded=self._settings.cache.max_loaded, name=entry.name,
             )
@@ -839,6 +854,25 @@ class ModelCache:
             victim = self._begin_eviction(entry, reason, cause or ("idle" if idle_since is not None else "requested"))
         self._finish_evictions([victim] if victim else [])
         return victim is not None
+
+    def fail(self, name: str, error: str) -> None:
+        """A loaded model broke (a rank of a model served across hosts died): take its worker
+        away even while in use (its requests end with the worker), and mark it failed with
+        ``error``. A later request loads it again."""
+        entry = self._entry(name)
+        with self._locked():
+            if entry.state is not ModelState.LOADED or entry.worker is None:
+                return
+            worker, entry.worker = entry.worker, None
+            entry.state = ModelState.FAILED
+            entry.error = error
+            entry.evict_when_idle = False
+            self._event(EventKind.LOAD_FAILED, f"{entry.name}: {error}", entry.name, logging.WARNING)
+        worker.stop()
+        self._loader.free()
+        with self._locked():
+            entry.resident_bytes = 0
+        self._follow_wired_limit()
 
     def pin(self, name: str, pinned: bool = True, *, allow_paths: bool = True) -> None:
         """A pinned model survives normal clean-ups and admission (not an emergency)."""

@@ -39,6 +39,9 @@ class LoadedModel:
     weights_seconds: float
     tokenizer_seconds: float
     tokenizer_reused: bool = False
+    worker: Any = None
+    """A ready generation worker the model brings (a model served by several processes drives
+    its ranks through one); None: the cache gives it a local one."""
 
     @property
     def load_seconds(self) -> float:

@@ -39,8 +39,9 @@ class CacheBridge:
         self._actions.put(lambda: self._clean_up(pressure))
 
     def lost(self, name: str, error: RankLost) -> None:
-        """The ranks are gone: the cache lets the model go (its requests already failed)."""
-        self._actions.put(lambda: self._cache.evict(name, reason=str(error)))
+        """The ranks are gone: the model is marked failed with the host's name (its requests
+        already failed); the next request starts new ranks."""
+        self._actions.put(lambda: self._cache.fail(name, str(error)))
 
     def _clean_up(self, pressure: HostPressure) -> None:
         view = self._cache.get(pressure.model)

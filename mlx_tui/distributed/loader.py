@@ -247,7 +247,19 @@ class DistributedLoader:
         log.info("%s: loaded on %d hosts: %s", info.name, size, ", ".join(
             f"{spec.hostfile.label(r.rank)} {format_bytes(r.shard_bytes)}" for r in reply.ranks))
         return LoadedModel(model, tokenizer, local, max(r.seconds for r in reply.ranks),
-                           tokenizer_seconds)
+                           tokenizer_seconds, worker=worker)
+
+    def local_estimate(self, info: ModelInfo) -> int:
+        """What loading ``info`` adds to this machine's memory (the cache's admission asks):
+        the whole model for a local one, rank 0's shard for one served across hosts (the other
+        hosts' shards are checked by the ranks themselves before they load)."""
+        spec = self.spec_for(info)
+        if spec is None or info.path is None:
+            return info.estimated_bytes
+        try:
+            return shard_bytes(info.path, spec.hostfile.size, spec.pipeline)[0]
+        except (OSError, ValueError, KeyError):
+            return info.estimated_bytes
 
     def free(self) -> None:
         """Return this process's memory (the cache calls it after every eviction)."""

@@ -61,7 +61,6 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     from ..core.catalog import UnknownModel
     from ..core.runtime import build_runtime
     from ..server.serve import ApiServerError, start_api
-    from . import integration
     from .bridge import CacheBridge
     from .group import GroupSettings
     from .loader import DistributedLoader, DistributedSpec
@@ -94,8 +93,6 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     loader.add(view.name, spec)
     if view.path:
         loader.add(view.path, spec)
-    integration.install()
-    integration.register(loader)
     try:
         server = start_api(runtime, args.host, args.port)
     except ApiServerError as exc:

@@ -319,8 +319,9 @@ class GenerationWorker:
             shown = item.stops.feed(text)
             if r.finish_reason is not None and not item.stops.stopped:
                 shown += item.stops.flush()
-            if shown or logprobs:
-                item.handle.put(Piece(shown, (r.token,) if r.finish_reason != "stop" else (), logprobs))
+            token = (r.token,) if r.finish_reason != "stop" else ()
+            if shown or logprobs or token:  # a token whose text is held back still counts
+                item.handle.put(Piece(shown, token, logprobs))
             if r.finish_reason is not None:
                 active.pop(r.uid)
                 self._keep(list(r.all_tokens or []), r.prompt_cache, item)
