@@ -82,3 +82,36 @@ def test_chat_clean_up_and_quit_in_a_real_terminal(tmp_path: Path, terminal: Cal
 
     term.keys("C-q")
     term.wait_for("EXIT=0")
+
+
+def test_a_live_resize_redraws_the_gauge_and_keeps_the_chat(tmp_path: Path,
+                                                           terminal: Callable[..., Terminal],
+                                                           model_factory: Callable[..., Path]) -> None:
+    settings = tmp_path / "settings.toml"
+    write_isolated_settings(settings, {"tiny-a": str(model_factory("tiny-a", seed=1))})
+    env = {"XDG_CONFIG_HOME": tmp_path / "config", "XDG_DATA_HOME": tmp_path / "data",
+           "HF_HOME": tmp_path / "hf", "HF_HUB_OFFLINE": "1", "TERM": "xterm-256color"}
+    app = " ".join([sys.executable, "-m", "mlx_tui.cli", "--settings", str(settings), "--db",
+                    str(tmp_path / "chat.db"), "--no-api", "--model", "tiny-a"])
+    term = terminal(f"env -u COLUMNS -u LINES "
+                    f"{' '.join(f'{k}={shlex.quote(str(v))}' for k, v in env.items())} {app}; "
+                    "echo EXIT=$?; sleep 60")
+    term.wait_for("Chat · tiny-a")
+
+    def gauge_is_whole(screen: str) -> bool:
+        bar, labels = screen.splitlines()[1:3]
+        return (bar.count("▕") == 1 and bar.count("▏") == 1 and bar.count("┃") == 2
+                and labels.find("┛") == bar.find("┃"))
+
+    for width, height in ((200, 50), (80, 24), (120, 40)):
+        term.resize(width, height)
+        screen = term.wait_until(lambda s, w=width: len(s.splitlines()[0]) == w and gauge_is_whole(s),
+                                 what=f"a whole gauge at {width}x{height}")
+        assert "Chat · tiny-a" in screen, f"the chat is on screen at {width}x{height}"
+        if height == 24:
+            lines = screen.splitlines()
+            top = next(i for i, line in enumerate(lines) if "Chat · tiny-a" in line)
+            bottom = next(i for i, line in enumerate(lines) if "Message tiny-a" in line)
+            assert bottom - top - 2 >= 8, f"8 lines for the reply at 80x24:\n{screen}"
+    term.keys("C-q")
+    term.wait_for("EXIT=0")

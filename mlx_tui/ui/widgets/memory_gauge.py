@@ -44,6 +44,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 
 from ...core.memory import MemorySnapshot
+from ...core.planner import Thresholds
 from ...core.units import format_bytes
 from ..format import gigabytes
 
@@ -58,12 +59,9 @@ ZONE_WORDS = {"normal": "normal", "warning": "WARNING", "emergency": "EMERGENCY"
 
 
 def zone_of(fraction: float, warning: float, emergency: float) -> str:
-    """``normal``, ``warning`` or ``emergency``: which side of the thresholds ``fraction`` is."""
-    if fraction >= emergency:
-        return "emergency"
-    if fraction >= warning:
-        return "warning"
-    return "normal"
+    """``normal``, ``warning`` or ``emergency``: which side of the thresholds ``fraction`` is
+    (the planner's :meth:`Thresholds.zone`, the one home of the zone words)."""
+    return Thresholds(warning, emergency).zone(fraction)
 
 
 @dataclass(frozen=True)
