@@ -101,16 +101,6 @@ def prompt_tokens(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=add_special))
 
 
-def _begins_with_space(tokenizer: Any, token: int) -> bool:
-    """Whether ``token`` is written with a leading space (byte-level BPE's "Ġ", SentencePiece's
-    "▁")."""
-    try:
-        piece = tokenizer.convert_ids_to_tokens(token)
-    except Exception:  # noqa: BLE001 - a tokenizer without the mapping: leave the text alone
-        return False
-    return isinstance(piece, str) and piece[:1] in ("Ġ", "▁")
-
-
 def _ended(model: str, last: object, lease: Lease) -> None:
     """On the worker's thread, as a request ends: log it, and let the model go."""
     if isinstance(last, Finished):
@@ -132,12 +122,9 @@ class Reply:
 
     def __init__(self, model: str, lease: Lease | None, handle: GenerationHandle | None,
                  started: float, loaded_first: bool, load_seconds: float,
-                 splitter: ToolCallSplitter | None = None, keep_first_space: bool = False) -> None:
+                 splitter: ToolCallSplitter | None = None) -> None:
         self.model = model
         self._splitter = splitter
-        # mlx-lm's streaming detokenizers drop the space that begins a reply (right after a
-        # chat template's "assistant\n"); a completion of "x =" must keep it (" 5").
-        self._keep_first_space = keep_first_space
         self._lease = lease
         self._handle = handle
         self._started = started
@@ -190,11 +177,6 @@ class Reply:
         for item in items:
             if isinstance(item, Piece):
                 text = item.text
-                if self._keep_first_space and text:
-                    self._keep_first_space = False
-                    if item.tokens and not text.startswith(" ") and \
-                            _begins_with_space(self.tokenizer, item.tokens[0]):
-                        text = " " + text
                 texts.append(splitter.feed(text) if splitter is not None else text)
                 logprobs.extend(item.logprobs)
             elif isinstance(item, Finished):
@@ -395,13 +377,12 @@ class ChatEngine:
             if len(tokens) > limit:
                 raise RequestTooLarge("prompt tokens", len(tokens), limit, "engine.max_prompt_tokens")
             split = splitter(tokenizer) if splitter is not None else None
-            handle = lease.worker.submit(GenerationRequest(tokens, params, cancel, label),
-                                         on_done=lambda last: _ended(name, last, lease))
+            request = GenerationRequest(tokens, params, cancel, label, keep_leading_space=raw_text)
+            handle = lease.worker.submit(request, on_done=lambda last: _ended(name, last, lease))
         except BaseException:
             lease.release()
             raise
-        return Reply(name, lease, handle, started, not was_loaded, load_seconds, split,
-                     keep_first_space=raw_text)
+        return Reply(name, lease, handle, started, not was_loaded, load_seconds, split)
 
     def _wait_for_load(self, model: str, cancel: threading.Event) -> bool:
         """Wait for ``model`` to load, watching ``cancel``; False when cancelled first.

@@ -96,7 +96,7 @@ class EngineSettings:
     """The generation workers: one per loaded model, batching the requests it serves."""
 
     max_batch: int = 8
-    prefill_step: int = 512
+    prefill_step: int = 2048
     queue_size: int = 64
     max_prompt_tokens: int = 32768
     max_tokens: int = 8192

@@ -70,6 +70,9 @@ class GenerationRequest:
     cancel: threading.Event = field(default_factory=threading.Event)
     label: str = "request"  # "chat", "api", ... for the prompt cache and the event log
     submitted_at: float = field(default_factory=time.perf_counter)
+    keep_leading_space: bool = False
+    """A text completion continues the prompt's text: the space that begins the reply is
+    part of it (mlx-lm's streaming detokenizers drop it, right for a chat reply)."""
 
 
 def _wake(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

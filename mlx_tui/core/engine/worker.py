@@ -79,6 +79,22 @@ class _Active:
         return self.handle.request
 
 
+def _keep_leading_space(detokenizer: Any) -> None:
+    """Make one of mlx-lm's streaming detokenizers keep the space that begins its text."""
+    if hasattr(detokenizer, "trim_space"):  # SentencePiece
+        detokenizer.trim_space = False
+    if hasattr(detokenizer, "_maybe_trim_space"):  # byte-level BPE: this instance only
+        detokenizer._maybe_trim_space = lambda text: text
+
+
+def _check_sampler(sampler: Any, vocab: int) -> None:
+    """Run a request's sampler once on a dummy row, on this thread, before it joins a batch:
+    one that raises fails this request alone instead of every request's next step."""
+    import mlx.core as mx
+
+    mx.eval(sampler(mx.zeros((1, vocab), dtype=mx.float32)))
+
+
 class GenerationWorker:
     """Generates every reply of one loaded model. Thread-safe :meth:`submit` and :meth:`stop`;
     everything else runs on the worker's own MLX thread."""
@@ -255,16 +271,20 @@ class GenerationWorker:
         if self._prompt_cache is not None:
             cache, cached = self._prompt_cache.fetch(prompt, request.label)
         params = request.params
+        sampler = sampler_for(params)
+        _check_sampler(sampler, len(self.tokenizer))  # a bad one would fail the whole batch's step
         (uid,) = generator.insert_segments(
             segments=[[prompt[cached:]]],
             max_tokens=[params.max_tokens],
             caches=[cache],
             all_tokens=[list(prompt[:cached])],
-            samplers=[sampler_for(params)],
+            samplers=[sampler],
             logits_processors=[logits_processors_for(params)],
         )
-        active[uid] = _Active(handle, self.tokenizer.detokenizer, StopMatcher(params.stop), cached,
-                              time.perf_counter())
+        detokenizer = self.tokenizer.detokenizer
+        if request.keep_leading_space:
+            _keep_leading_space(detokenizer)
+        active[uid] = _Active(handle, detokenizer, StopMatcher(params.stop), cached, time.perf_counter())
 
     def _drop_cancelled(self, generator: Any, waiting: deque[GenerationHandle],
                         active: dict[int, _Active]) -> None:
