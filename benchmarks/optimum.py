@@ -1,4 +1,4 @@
-"""The offline optimum: the least total load time any cache could spend on a trace.
+"""The offline optimum: the least total load (and prefill) time any cache could spend on a trace.
 
 The cache loads on demand: request ``t`` is served only once model ``requests[t]`` is resident.
 With the whole trace known in advance, the cheapest schedule is found exactly by dynamic
@@ -18,6 +18,11 @@ is under the warning threshold, or when it is the requested model alone and that
 emergency threshold (admission's "still load when it fits under the emergency"). The replay
 checks that every set the online cache holds while serving obeys the same rule, so the optimum
 is a true lower bound and every ratio is >= 1.
+
+With prompt caches as items (:func:`optimal_total_seconds`), the state also holds one bit per
+conversation open at once: a request reads only its new tokens when its conversation's cache is
+resident, and may keep the grown cache afterwards, only beside its model. Traces keep this small
+(a few models, at most five conversations open: 2^8 states and fewer).
 """
 
 from __future__ import annotations

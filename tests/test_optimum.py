@@ -255,7 +255,7 @@ def test_quick_report_has_every_policy_and_both_trace_sets(monkeypatch: pytest.M
         row = f"| {strategy.label} | {strategy.mode} | {strategy.search} |"
         expected = 2 * (strategy in replay.STRATEGIES) + 2 * (strategy in replay.CHAT_STRATEGIES)
         assert text.count(row) == expected, row
-    assert text.count("| optimum |") == 4 and "Shipped default" in text
+    assert text.count("| optimum |") == 4 and "(shipped)" in text and "### Planning time" in text
 
 
 # -- models and prompt caches ------------------------------------------------------------------------

@@ -482,9 +482,14 @@ def test_a_new_prompt_cache_is_kept_only_when_worth_its_room() -> None:
     refused = plan_admission(fresh.size_bytes, [coder, other, precious], now_used, TOTAL, T, rank_value,
                              NOW, name=fresh.name, incoming=cache("coder", "agent", 5.0, 5.0, read_ago=0))
     assert not refused.allowed and "not kept" in (refused.refused or "")
-    alone = plan_admission(int(60 * GB), [coder], int(0.3 * TOTAL), TOTAL, T, rank_value, NOW,
-                           name="x", incoming=cache("coder", "huge", 60, 900.0, read_ago=0))
-    assert not alone.allowed and "coder" not in alone.evict
+    alone = plan_admission(int(40 * GB), [coder], int(0.3 * TOTAL), TOTAL, T, rank_value, NOW,
+                           name="x", incoming=cache("coder", "huge", 40, 900.0, read_ago=0))
+    assert not alone.allowed and "beside what must stay" in (alone.refused or "")
+    # A cache that grew is priced at its new size: its old bytes are not counted twice.
+    grown = cache("coder", "agent", 5.5, saves_s=30.0, read_ago=0)
+    again = plan_admission(grown.size_bytes, [*loaded, fresh], now_used + fresh.size_bytes, TOTAL, T,
+                           rank_value, NOW, name=grown.name, incoming=grown)
+    assert again.allowed and again.evict == (stale.name,)
 
 
 def test_value_reads_a_prompt_caches_worth_off_its_silence() -> None:

@@ -344,12 +344,17 @@ def plan_admission(
     it can. With ``incoming`` (a new prompt cache, its stats; ``need_bytes`` its bytes) the item
     is optional: it is kept only under the warning threshold, by unloading only what the policy
     ranks below it and never its own model (``incoming.owner``); otherwise the plan is refused
-    and the cache is not kept. ``max_loaded`` counts models only.
+    and the cache is not kept. A cache that grew (same name in ``loaded``) is priced at its new
+    size: its old entry and bytes are taken out first. ``max_loaded`` counts models only.
     """
     if total_bytes <= 0:
         return AdmissionPlan(refused="total memory is unknown")
-    items = _Items(loaded)
     optional = incoming is not None and not incoming.is_model
+    if optional and incoming is not None:
+        old = [e for e in loaded if e.name == incoming.name]
+        loaded = [e for e in loaded if e.name != incoming.name]
+        used_bytes -= sum(e.size_bytes for e in old)
+    items = _Items(loaded)
     protected = incoming.owner if optional and incoming is not None else None
     candidates = [e for e in items.all if not (e.is_model and e.pinned) and not items.busy(e)
                   and e.name != protected]
@@ -396,6 +401,9 @@ def _admit_optional(incoming: EntryStats, candidates: list[EntryStats], items: _
                     limit: float, policy: Policy, now: float, search: Search,
                     refuse: Callable[[str, float], AdmissionPlan], total: int, name: str) -> AdmissionPlan:
     """A new prompt cache: kept only if what it displaces is worth less (see plan_admission)."""
+    if projected - sum(e.size_bytes for e in candidates) >= limit:
+        return refuse(f"{name}: not kept, its {format_bytes(incoming.size_bytes)} do not fit under the "
+                      "warning threshold beside what must stay (pinned, in use, its model)", projected)
     ranked = policy(candidates + [incoming], now)
     walk = _walk(ranked, items, policy, now)
     below = walk[:walk.index(incoming)]

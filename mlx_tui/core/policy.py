@@ -65,8 +65,10 @@ class EntryStats:
     For a **prompt cache** (``kind="prompt_cache"``): ``name`` is unique among all items (use
     :func:`prompt_cache_name`), ``owner`` is the name of its model, ``size_bytes`` its KV bytes in
     memory, ``load_time_seconds`` the seconds it saves (the prefill seconds to rebuild it at the
-    model's own measured prefill speed), uses are the requests that read (or built) it, ``in_use``
-    says a request reads it now (it is never dropped under that request), ``pinned`` is False.
+    model's own measured prefill speed), uses are the requests that read it (``recent_uses``,
+    ``use_count``, ``last_used``: its hits), ``loaded_at`` when it was built (a cache no request
+    has read yet counts from then), ``in_use`` says a request reads it now (it is never dropped
+    under that request), ``pinned`` is False.
     """
 
     name: str
@@ -186,9 +188,11 @@ def request_rate(e: EntryStats, now: float, horizon: float) -> float:
 def rank_value(entries: Sequence[EntryStats], now: float) -> list[EntryStats]:
     """Expected seconds saved per second held, per square root of the bytes held.
 
-    Value = request rate (:func:`request_rate`) x seconds to load it again / sqrt(bytes) (for a
-    prompt cache: the prefill seconds it saves). Rate times reload cost is what unloading the
-    item will cost, per second, from now on (:func:`worth_value`). Dividing
+    Value = request rate (:func:`request_rate`) x seconds to load it again / sqrt(bytes), for a
+    prompt cache the prefill seconds it saves: one value for both kinds, so a 2 GB cache that
+    saves 27 s of prefill on every agent step outranks a model nobody asked for in an hour, and
+    a finished conversation's cache goes before a model in use. Rate times reload cost is what
+    unloading the item will cost, per second, from now on (:func:`worth_value`). Dividing
     that by the full size (reload-seconds per byte-second) would be right if memory were freed
     by the byte, but it is freed a model at a time: unloading a 17 GB model to make room for a
     2 GB one wastes most of what it frees. With the square root, big models still pay for their
