@@ -42,7 +42,7 @@ TOOLS_TEMPLATE = (
     "{% endif %}"
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "{% for call in message.get('tool_calls', []) %}<tool_call>{\"name\": "
-    "\"{{ call['function']['name'] }}\", \"arguments\": {{ call['function']['arguments'] }}}"
+    "\"{{ call['function']['name'] }}\", \"arguments\": {{ call['function']['arguments'] | tojson }}}"
     "</tool_call>{% endfor %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )

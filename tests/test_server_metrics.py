@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import anthropic
 import httpx
 import ollama
+import openai
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
@@ -96,6 +97,23 @@ def test_a_scrape_counts_loads_replies_tokens_and_evictions_and_shows_the_cache_
     assert total(samples, "mlx_tui_time_to_first_token_seconds_count") == 3
     assert value(samples, "mlx_tui_request_errors_total", endpoint="/api/chat", status="404") == 1
     assert value(samples, "mlx_tui_requests_in_flight") == 0
+
+
+def test_the_openai_endpoint_is_counted_too_plain_streamed_and_refused(server: ApiServer) -> None:
+    sdk = openai.OpenAI(base_url=f"{server.url}/v1", api_key="x", max_retries=0)
+    plain = sdk.chat.completions.create(model="alpha", messages=GREETING, max_tokens=3)
+    streamed = list(sdk.chat.completions.create(model="alpha", messages=GREETING, max_tokens=3,
+                                                stream=True, stream_options={"include_usage": True}))
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="no-such-model", messages=GREETING)
+    samples = scrape(server)
+    path = "/v1/chat/completions"
+    assert total(samples, "mlx_tui_requests_total", endpoint=path, model="alpha") == 2
+    usage = streamed[-1].usage
+    assert plain.usage is not None and usage is not None
+    assert value(samples, "mlx_tui_tokens_total", endpoint=path, model="alpha", kind="completion") == \
+        plain.usage.completion_tokens + usage.completion_tokens
+    assert value(samples, "mlx_tui_request_errors_total", endpoint=path, status="404") == 1
 
 
 def test_a_repeated_prompt_is_read_from_the_prompt_cache_and_the_scrape_counts_it(

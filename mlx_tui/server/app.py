@@ -37,7 +37,7 @@ from .bodies import check_model_name, flag, json_body, model_name, parsed
 from .documents import health_document, model_document
 from .errors import ApiError, as_api_error, bad_request
 from .anthropic import anthropic_routes
-from .metrics import metrics_routes
+from .metrics import ApiMetrics, metrics_routes, record_error, record_request
 from .ollama import ollama_routes
 from .completions import completion_routes
 from .openai import BoundEngine, ChatRequest, Reply, model_object, sse_event
@@ -94,6 +94,9 @@ async def get_model(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(_one_model, _cache(request), name))
 
 
+CHAT_PATH = "/v1/chat/completions"
+
+
 async def chat_completions(request: Request) -> Response:
     chat = parsed(ChatRequest.parse, await json_body(request))
     chat = replace(chat, allow_paths=request.app.state.runtime.settings_store.settings.api.allow_model_paths)
@@ -116,6 +119,7 @@ async def chat_completions(request: Request) -> Response:
                     delta = await generation.next()
                 assert stats is not None
                 calls = calls if chat.parallel_tool_calls else calls[:1]
+                record_request(request, CHAT_PATH, stats)
                 return JSONResponse(reply.completion("".join(parts), stats, calls, logprobs))
     except BaseException:
         generation.cancel.set()
@@ -145,6 +149,7 @@ async def _sse(generation: Generation, first: Any, chat: ChatRequest, reply: Rep
             stats = delta.stats or stats
             delta = await generation.next()
         assert stats is not None
+        ApiMetrics.of(cache).record_request(CHAT_PATH, stats)
         if calls:
             yield sse_event(reply.tool_calls_chunk(calls if chat.parallel_tool_calls else calls[:1]))
         yield sse_event(reply.final_chunk(stats))
@@ -210,7 +215,10 @@ async def _error(request: Request, exc: Exception) -> Response:
         what = "no such endpoint" if exc.status_code == 404 else f"{request.method} is not allowed on"
         exc = HTTPException(exc.status_code, f"{what} {request.url.path} (the README lists the API)",
                             exc.headers)
-    return as_api_error(exc, _cache(request)).response()
+    error = as_api_error(exc, _cache(request))
+    if request.url.path == CHAT_PATH:
+        record_error(request, CHAT_PATH, error.status)
+    return error.response()
 
 
 def create_app(runtime: Runtime, api_key: str = "") -> Starlette:
