@@ -384,3 +384,34 @@ def test_the_pipeline_estimate_splits_layers_as_mlx_lm_does() -> None:
             stage.pipeline(Group(r, ranks))
             spans.append((stage.start_idx, stage.end_idx))
         assert pipeline_split(layers, ranks) == spans
+
+
+def test_a_models_table_with_a_hostfile_serves_that_model_across_the_hosts(
+        tmp_path: Path, folders: dict[str, Path]) -> None:
+    from mlx_tui.core.settings import read_settings
+    from mlx_tui.distributed.loader import DistributedLoader
+    from mlx_tui.distributed.wiring import build_runtime_with_hosts
+
+    hosts = tmp_path / "hosts.json"
+    hosts.write_text(json.dumps(Hostfile.loopback(2).to_json()))
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f'[models]\nsmall = "demo"\n\n[models.big]\npath = "{folders["llama"]}"\n'
+                        f'hostfile = "{hosts}"\npipeline = false\n'
+                        '[catalog]\ndirs = []\nhuggingface_cache = false\n[cache]\npreload = []\n')
+    assert read_settings(settings).distributed["big"]["hostfile"] == str(hosts)
+    runtime, stop = build_runtime_with_hosts(settings, db_path=tmp_path / "db")
+    try:
+        loader = runtime.cache._loader  # noqa: SLF001 - which loader the runtime was built with
+        assert isinstance(loader, DistributedLoader)
+        big = runtime.cache.get("big")
+        assert loader.spec_for(big.info) is not None and loader.spec_for(runtime.cache.get("small").info) is None
+        assert loader.local_estimate(big.info) < big.estimated_bytes, "this host holds only its shard"
+    finally:
+        runtime.close()
+        stop()
+    plain, stop_plain = build_runtime_with_hosts(None, db_path=tmp_path / "db2")
+    try:
+        assert not isinstance(plain.cache._loader, DistributedLoader), "nothing distributed: the usual loader"  # noqa: SLF001
+    finally:
+        plain.close()
+        stop_plain()

@@ -161,3 +161,22 @@ def test_the_settings_file_is_searched_flag_then_folder_then_user_config(
     assert find_settings_path(None, cwd) == (user, "user config")
     (cwd / "settings.toml").write_text("")
     assert find_settings_path(None, cwd) == (cwd / "settings.toml", "current folder")
+
+
+def test_a_model_served_across_machines_is_a_models_table(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text('[models]\nsmall = "demo"\n\n[models.big]\npath = "~/models/qwen3-235b-4bit"\n'
+                    'hostfile = "~/hosts.json"\nbackend = "ring"\npipeline = true\n')
+    settings = read_settings(path)
+    assert settings.models == {"small": "demo", "big": "~/models/qwen3-235b-4bit"}
+    assert settings.distributed == {"big": {"hostfile": "~/hosts.json", "backend": "ring", "pipeline": True}}
+    assert read_settings(path) == settings.with_changes({"ui": {"theme": "mlx-light"}}).replace("ui", theme="mlx-dark")
+    write_settings(settings, tmp_path / "again.toml")
+    assert read_settings(tmp_path / "again.toml") == settings, "written back as the same table"
+    for text, key in (('[models.big]\nhostfile = "h.json"\n', "models.big"),
+                      ('[models.big]\npath = "x"\nhosts = "h.json"\n', "models.big.hosts"),
+                      ('[models.big]\npath = "x"\npipeline = "yes"\n', "models.big.pipeline"),
+                      ('[models.big]\npath = "x"\npipeline = true\n', "models.big")):
+        path.write_text(text)
+        with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
+            read_settings(path)

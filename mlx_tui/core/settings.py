@@ -168,6 +168,9 @@ class Settings:
     ui: UISettings = field(default_factory=UISettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     remotes: tuple[RemoteSettings, ...] = ()
+    distributed: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """``[models.NAME]`` tables with a ``hostfile``: how NAME is served across machines (the
+    keys besides ``path``/``repo``, read by :mod:`mlx_tui.distributed`)."""
 
     def replace(self, section: str, **changes: Any) -> "Settings":
         """A copy with ``changes`` applied to one section, validated like a file would be."""
@@ -187,9 +190,12 @@ class Settings:
         return parse_settings(data)
 
     def changed_sections(self, other: "Settings") -> frozenset[str]:
-        """Names of the sections whose values differ between ``self`` and ``other``."""
-        return frozenset(f.name for f in dataclasses.fields(self)
-                         if getattr(self, f.name) != getattr(other, f.name))
+        """Names of the sections whose values differ between ``self`` and ``other``
+        (``distributed`` counts as ``models``: it is written there)."""
+        changed = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)}
+        if "distributed" in changed:
+            changed = (changed - {"distributed"}) | {"models"}
+        return frozenset(changed)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The settings as plain TOML-ready data (what :func:`write_settings` writes)."""
@@ -203,7 +209,57 @@ class Settings:
                 return {k: plain(v) for k, v in obj.items()}
             return obj
 
-        return plain(self)
+        data = plain(self)
+        distributed = data.pop("distributed")
+        for name, table in distributed.items():  # a distributed model is written as its table
+            target = data["models"].get(name, "")
+            key = "repo" if target and not _looks_like_folder(target) and target != "demo" else "path"
+            data["models"][name] = {key: target, **table}
+        return data
+
+
+def _looks_like_folder(target: str) -> bool:
+    return target.startswith(("/", "~", ".")) or target.count("/") != 1
+
+
+DISTRIBUTED_KEYS: dict[str, type | tuple[type, ...]] = {
+    "hostfile": str, "backend": str, "pipeline": bool, "rank_timeout": (int, float), "rank_python": str,
+}
+"""The keys of a ``[models.NAME]`` table besides ``path`` / ``repo`` (the distributed runner
+checks their values in depth: the hostfile exists and parses, the backend is known)."""
+
+
+def _models(raw: Any, path: Path | None) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """``[models]``: ``NAME = "target"``, or a ``[models.NAME]`` table (``path`` or ``repo``,
+    plus how to serve it across machines)."""
+    if not isinstance(raw, dict):
+        raise SettingsError(path, "[models]", "must be a table of names")
+    models: dict[str, str] = {}
+    distributed: dict[str, dict[str, Any]] = {}
+    for name, value in raw.items():
+        where = f"models.{name}"
+        if isinstance(value, str):
+            models[name] = value
+            continue
+        if not isinstance(value, dict):
+            raise SettingsError(path, where, f"must be a string (a folder or repo id) or a table, got {value!r}")
+        targets = [k for k in ("path", "repo") if k in value]
+        if len(targets) != 1 or not isinstance(value[targets[0]], str) or not value[targets[0]]:
+            raise SettingsError(path, where, 'needs exactly one of path = "FOLDER" or repo = "ORG/NAME"')
+        table = {k: v for k, v in value.items() if k not in ("path", "repo")}
+        for key, v in table.items():
+            kind = DISTRIBUTED_KEYS.get(key)
+            if kind is None:
+                known = ", ".join(["path", "repo", *DISTRIBUTED_KEYS])
+                raise SettingsError(path, f"{where}.{key}", f"unknown key (known: {known})")
+            if isinstance(v, bool) and kind is not bool or not isinstance(v, kind):
+                raise SettingsError(path, f"{where}.{key}", f"has the wrong type: {v!r}")
+        if table and "hostfile" not in table:
+            raise SettingsError(path, where, "the keys besides path/repo need a hostfile")
+        models[name] = value[targets[0]]
+        if table:
+            distributed[name] = table
+    return models, distributed
 
 
 _SECTIONS: dict[str, type] = {
@@ -300,9 +356,9 @@ def parse_settings(data: Mapping[str, Any], path: Path | None = None) -> Setting
     sections = {
         name: _section(name, cls, data.get(name, {}), path) for name, cls in _SECTIONS.items()
     }
-    models_raw = data.get("models", {"default": "demo"})
-    models = _coerce("models", {}, models_raw, path)
-    settings = Settings(models=models, remotes=_remotes(data.get("remotes", []), path), **sections)
+    models, distributed = _models(data.get("models", {"default": "demo"}), path)
+    settings = Settings(models=models, remotes=_remotes(data.get("remotes", []), path),
+                        distributed=distributed, **sections)
     _check_ranges(settings, path)
     return settings
 

@@ -59,11 +59,10 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     import mlx.core  # noqa: F401 - before any thread (see server.serve.run_serve)
 
     from ..core.catalog import UnknownModel
-    from ..core.runtime import build_runtime
     from ..server.serve import ApiServerError, start_api
-    from .bridge import CacheBridge
     from .group import GroupSettings
-    from .loader import DistributedLoader, DistributedSpec
+    from .loader import DistributedSpec
+    from .wiring import build_runtime_with_hosts
 
     started = time.perf_counter()
     if not getattr(args, "model", None):
@@ -77,26 +76,20 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     spec = DistributedSpec(hostfile, args.pipeline, GroupSettings(
         backend=backend, python=args.rank_python or sys.executable,
         rank_timeout=args.rank_timeout))
-    bridge: list[CacheBridge] = []
-    loader = DistributedLoader(on_pressure=lambda p: bridge[0].pressure(p),
-                               on_lost=lambda name, error: bridge[0].lost(name, error))
-    runtime = build_runtime(args.settings, db_path=args.db, loader=loader)
+    runtime, stop_hosts = build_runtime_with_hosts(args.settings, db_path=args.db,
+                                                   extra={args.model: spec})
     cache = runtime.cache
-    loader.engine = lambda: cache.settings.engine
-    loader.thresholds = lambda: cache.thresholds
-    bridge.append(CacheBridge(cache))
     try:
         view = cache.get(args.model)
     except UnknownModel as exc:
         runtime.close()
+        stop_hosts()
         return _fail(str(exc))
-    loader.add(view.name, spec)
-    if view.path:
-        loader.add(view.path, spec)
     try:
         server = start_api(runtime, args.host, args.port)
     except ApiServerError as exc:
         runtime.close()
+        stop_hosts()
         return _fail(str(exc))
     stop = threading.Event()
 
@@ -127,8 +120,7 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         server.stop()
         runtime.close()
-        loader.close()
-        bridge[0].close()
+        stop_hosts()
     return code
 
 
