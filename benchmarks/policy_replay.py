@@ -572,8 +572,8 @@ def _with_prompt_caches(scale: float, machines: Sequence[Machine], bandwidths: S
         "by unloading what is worth less. The optimum's state is the resident models and one bit per "
         "conversation open at once (few models, at most 5 conversations open). *avoidable s* = the "
         "seconds over what no cache could avoid (every model's first load, every request's new "
-        "tokens), summed over the cases, against the optimum's: the stricter reading. Baselines: `caches-first` ranks every "
-        "prompt cache below every model (a separate LRU tier under the same budget); `value (no "
+        "tokens), summed over the cases, against the optimum's: the stricter reading. Baselines: "
+        "`caches-first` ranks every prompt cache below every model (a separate LRU tier under the same budget); `value (no "
         "prompt cache)` keeps none.",
         "",
         "| trace | requests | what |", "|---|---:|---|",
@@ -625,10 +625,21 @@ def _summary(models: dict[str, Tallies], chats: dict[str, Tallies]) -> list[str]
         rows.append(f"| `{_name(key)}`{mark} | " + " | ".join(cells) + " |")
     verdicts = [f"{what} {'met' if all(_met(part[t], default) for t in part) else 'missed'}"
                 for what, part in (("models only", models), ("with prompt caches", chats))]
+    greedy, knapsack = (DEFAULT_POLICY, cleanup, "greedy"), (DEFAULT_POLICY, cleanup, "knapsack")
+    sets = [part[t] for part in (models, chats) for t in part]
+    wins = sum(s[knapsack].geo_mean < s[greedy].geo_mean and s[knapsack].worst[0] <= s[greedy].worst[0]
+               for s in sets)
+    losses = sum(s[knapsack].geo_mean > s[greedy].geo_mean or s[knapsack].worst[0] > s[greedy].worst[0]
+                 for s in sets)
     return rows + [
         "",
         f"Target for the shipped default (<= 1.05x geo mean, <= 1.30x worst, on both trace sets): "
         f"{'; '.join(verdicts)}.",
+        "",
+        f"The knapsack beats the greedy walk on geo mean and worst together on {wins} of the "
+        f"{len(sets)} trace sets and loses one of the two on {losses}, so it is "
+        f"{'the default' if DEFAULT_SEARCH == 'knapsack' else 'not the default'} "
+        "(`plan_admission(..., search=\"knapsack\")` and `plan_cleanup` take it).",
         "",
     ]
 

@@ -384,12 +384,13 @@ def test_a_cleanup_drops_a_cold_prompt_cache_before_a_model() -> None:
     assert set(plan.kept) == {"coder-32b", "chat-7b"}
 
 
-def test_a_cleanup_unloads_a_model_worth_less_than_a_big_cache() -> None:
-    """An agent's 8,000-token prompt on the 32B model (2 GB of KV, 27 s of prefill, read seconds
-    ago) against a small model nobody asked for in an hour: the model goes, the cache stays,
-    although the cache is the larger."""
+@pytest.mark.parametrize("read_ago", [4.0, 600.0])
+def test_a_cleanup_unloads_a_model_worth_less_than_a_big_cache(read_ago: float) -> None:
+    """An agent's 8,000-token prompt on the 32B model (2 GB of KV, 27 s of prefill), read
+    seconds or ten minutes ago, against a small model nobody asked for in an hour: the model
+    goes, the cache stays, although the cache is the larger and, the second time, cold."""
     coder = entry("coder-32b", 40, size_gb=17.2, load_s=7.6, gap=10)
-    agent = cache("coder-32b", "agent", 2.0, saves_s=27.0, read_ago=4)
+    agent = cache("coder-32b", "agent", 2.0, saves_s=27.0, read_ago=read_ago)
     idle = entry("phi-mini", 3, size_gb=1.5, load_s=2.0, last=NOW - 3600, gap=600)
     loaded = [coder, agent, idle]
     memory = int(T.warning * TOTAL) + int(0.5 * GB)
