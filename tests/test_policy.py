@@ -603,9 +603,10 @@ def test_the_knapsack_falls_back_to_the_walk_when_it_cannot_search() -> None:
         assert plans["knapsack"] == plans["greedy"]
 
 
-def test_a_plan_with_a_few_items_takes_well_under_a_millisecond() -> None:
-    """Not a timing assert (speed lives in benchmarks/): the knapsack's state stays bounded, so
-    the number of frontier states it explores is small on a full set of candidates."""
+def test_the_knapsack_frontier_stays_bounded() -> None:
+    """On a full set of candidates (models and prompt caches, up to KNAPSACK_MAX_ITEMS) the
+    knapsack never holds more frontier states than its bound, which keeps a plan to about a
+    millisecond (timed in benchmarks/, not here)."""
     from mlx_tui.core import planner
 
     rng = random.Random(9)
