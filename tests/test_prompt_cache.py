@@ -18,7 +18,7 @@ from mlx_tui.core.memory import FixedMemoryProbe
 from mlx_tui.core.runtime import Runtime, build_runtime
 from mlx_tui.core.settings import write_settings
 
-from .conftest import make_settings
+from .conftest import ManualClock, SteadyLoader, make_settings
 
 GREEDY = GenerationParams(max_tokens=12, temperature=0)
 SYSTEM = ChatMessage("system", "You answer questions about Python statements. " * 20)
@@ -178,21 +178,98 @@ def test_a_cache_folder_that_cannot_be_written_keeps_caches_in_memory_with_an_ev
     assert blocker.read_text() == "a file where the cache folder should be"
 
 
-def test_past_the_warning_prompt_caches_go_before_models_and_an_emergency_takes_all(
+def just_past_the_warning(probe: FixedMemoryProbe, by: int) -> None:
+    """Move the fake probe so memory in use is ``by`` bytes past the warning threshold."""
+    probe.base_used += int(0.85 * probe.total_bytes) + by - probe.snapshot().used_bytes
+
+
+@pytest.mark.parametrize("colder", ["prompt cache", "model"])
+def test_past_the_warning_the_item_worth_less_per_byte_goes_first(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path], colder: str) -> None:
+    probe = FixedMemoryProbe(used_fraction=0.5, track_mlx=True)
+    clock = ManualClock()
+    runtime = runtime_factory({"m": str(model_factory("m")), "n": str(model_factory("n", seed=1))},
+                              probe=probe, loader=SteadyLoader(), clock=clock)
+    cache = runtime.cache
+    ask = [SYSTEM, ChatMessage("user", QUESTIONS[0])]
+    if colder == "prompt cache":
+        runtime.chat.complete("m", ask, GREEDY)  # m's cache is made once, never read again
+        for _ in range(6):  # both models are wanted every ten seconds
+            clock.advance(10)
+            cache.acquire("m").release()
+            cache.acquire("n").release()
+    else:
+        cache.acquire("n").release()  # n was wanted once, long ago
+        clock.advance(1000)
+        for _ in range(4):  # m's cache is read again and again
+            clock.advance(2)
+            runtime.chat.complete("m", ask, GREEDY)
+    [pc] = [v for v in cache.prompt_caches() if v.memory_bytes]
+    just_past_the_warning(probe, by=min(pc.memory_bytes, cache.get("n").resident_bytes) // 4)
+    cache.check_memory()
+    held = [v for v in cache.prompt_caches() if v.memory_bytes]
+    if colder == "prompt cache":
+        assert sorted(cache.loaded_names()) == ["m", "n"] and held == [], "the cold cache went"
+    else:
+        assert cache.loaded_names() == ["m"] and [v.id for v in held] == [pc.id], "the idle model went"
+
+
+def test_an_emergency_frees_every_model_and_every_prompt_cache(
         runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
     probe = FixedMemoryProbe(used_fraction=0.5, track_mlx=True)
     runtime = runtime_factory({"m": str(model_factory("m")), "n": str(model_factory("n", seed=1))},
                               probe=probe)
-    cache = runtime.cache
     turns(runtime, "m", QUESTIONS[:2])
     turns(runtime, "n", QUESTIONS[:1])
-    held = sum(v.memory_bytes for v in cache.prompt_caches())
-    assert held > 0
-    # Just past the warning by less than the prompt caches hold: dropping them is enough.
-    probe.base_used = int(0.85 * probe.total_bytes) - probe.snapshot().used_bytes + probe.base_used + held // 2
-    cache.check_memory()
-    assert sorted(cache.loaded_names()) == ["m", "n"], "no model had to go"
-    assert sum(v.memory_bytes for v in cache.prompt_caches()) < held
+    assert sum(v.memory_bytes for v in runtime.cache.prompt_caches()) > 0
     probe.set_fraction(0.99)
-    cache.check_memory()
-    assert cache.loaded_names() == [] and sum(v.memory_bytes for v in cache.prompt_caches()) == 0
+    runtime.cache.check_memory()
+    assert runtime.cache.loaded_names() == []
+    assert sum(v.memory_bytes for v in runtime.cache.prompt_caches()) == 0
+
+
+def test_a_prompt_cache_read_by_a_request_is_never_freed_under_it(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
+    import threading
+
+    probe = FixedMemoryProbe(used_fraction=0.5, track_mlx=True)
+    runtime = runtime_factory({"m": str(model_factory("m"))}, probe=probe)
+    cache = runtime.cache
+    (first, _), = turns(runtime, "m", QUESTIONS[:1])
+    history = [SYSTEM, ChatMessage("user", QUESTIONS[0]), ChatMessage("assistant", first),
+               ChatMessage("user", QUESTIONS[1])]
+    gate = threading.Event()
+    reply = runtime.chat.start("m", history, GenerationParams(max_tokens=30, temperature=0))
+    with reply:
+        first_piece = reply.take(timeout=30)  # the request has its cache and is generating
+        with cache.acquire("m") as lease:
+            lease.worker.call(lambda: gate.wait(30))  # hold it between two steps
+        probe.set_fraction(0.99)
+        cache.check_memory()  # an emergency while it is mid-reply
+        assert sum(v.memory_bytes for v in cache.prompt_caches()) == 0, "the kept caches went"
+        assert cache.get("m").evict_when_idle, "the model goes when its request ends"
+        gate.set()
+        rest = [d for _ in range(100) if not reply.done for d in reply.take(timeout=30)]
+    assert first_piece and rest
+    assert reply.stats is not None and reply.stats.cached_tokens > 0
+    assert reply.stats.finish_reason in ("length", "stop"), "the reply ran to its end"
+    assert cache.loaded_names() == []
+
+
+def test_a_new_prompt_cache_not_worth_its_room_goes_to_disk_instead_of_memory(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
+    probe = FixedMemoryProbe(used_fraction=0.5, track_mlx=True)
+    clock = ManualClock()
+    runtime = runtime_factory({"m": str(model_factory("m"))}, probe=probe, loader=SteadyLoader(),
+                              clock=clock)
+    cache = runtime.cache
+    events = prompt_events(runtime)
+    for _ in range(5):  # m is wanted all the time
+        clock.advance(5)
+        cache.acquire("m").release()
+    just_past_the_warning(probe, by=-1000)  # a hair under: any new cache would cross it
+    runtime.chat.complete("m", [SYSTEM, ChatMessage("user", QUESTIONS[0])], GREEDY)
+    [kept] = cache.prompt_caches()
+    assert kept.memory_bytes == 0 and kept.disk_bytes > 0, "kept, but on disk, not in memory"
+    assert cache.loaded_names() == ["m"], "no model goes to keep a prompt cache"
+    assert any("not worth its room" in e.message for e in events)

@@ -36,8 +36,8 @@ from .loader import LoadedModel, ModelLoader, ModelLoadError
 from .memory import MemoryProbe, MemorySnapshot
 from .mlx_threads import MlxExecutor, MlxThreadPool
 from .planner import CleanupMode, CleanupPlan, Thresholds, plan_admission, plan_cleanup
-from .policy import EntryStats, get_policy
-from .prompt_cache import PromptCacheStore, PromptCacheView
+from .policy import PROMPT_CACHE, EntryStats, get_policy, prompt_cache_name
+from .prompt_cache import PromptCacheItem, PromptCacheStore, PromptCacheView
 from .registry import ModelRegistry
 from .settings import Settings, SettingsError
 from .store import Store
@@ -678,10 +678,12 @@ class ModelCache:
         store = self._prompt_caches.get(entry.key)
         if store is None:
             name = entry.name
+            key = entry.key
             store = self._prompt_caches[entry.key] = PromptCacheStore(
                 name, entry.info, settings, self._clock,
                 announce=lambda what, message: self.announce(EventKind.PROMPT_CACHE, message, name,
-                                                              what=what))
+                                                              what=what),
+                admit=lambda item: self._keep_prompt_cache(key, item))
         return store
 
     def prompt_caches(self) -> list[PromptCacheView]:
@@ -700,25 +702,71 @@ class ModelCache:
             self._loader.free()
         return freed
 
-    def _drop_prompt_caches(self, snap: MemorySnapshot, level: str, reason: str) -> int:
-        """Without the lock: free prompt-cache memory before models, least reused first, until
-        memory is back under the warning threshold (all of it in an emergency). Returns bytes."""
-        with self._lock:
-            stores = list(self._prompt_caches.values())
-        items = [(len(hits), saves / max(nbytes, 1), store, eid, nbytes)
-                 for store in stores for eid, nbytes, saves, hits, _n, busy in store.memory_items() if not busy]
-        items.sort(key=lambda t: (t[0], t[1]))
-        limit = self.thresholds.warning * snap.total_bytes
-        used, freed = snap.used_bytes, 0
-        for _uses, _value, store, eid, nbytes in items:
-            if level != "emergency" and used < limit:
-                break
-            got = store.drop(eid, f"{level} clean-up, {reason}")
-            freed += got
-            used -= got
-        if freed:
+    def _budget_items(self, entries: list[_Entry]) -> tuple[list[EntryStats], dict[str, tuple[_Entry, str]]]:
+        """Under the lock: one list for the one budget, every loaded model and every prompt
+        cache it holds in memory, and where each prompt-cache item lives (its model, its id)."""
+        items: list[EntryStats] = []
+        caches: dict[str, tuple[_Entry, str]] = {}
+        for e in entries:
+            if e.state is not ModelState.LOADED:
+                continue
+            items.append(e.stats())
+            store = self._prompt_caches.get(e.key)
+            for pc in store.memory_items() if store is not None else ():
+                name = prompt_cache_name(e.name, pc.id)
+                items.append(_prompt_cache_stats(name, e.name, pc))
+                caches[name] = (e, pc.id)
+        return items, caches
+
+    def _drop_cache_items(self, victims: list[tuple[_Entry, str]], reason: str) -> None:
+        """Without the lock: write each prompt cache to disk (on its model's worker thread, the
+        one that may run MLX for it) and free its memory; waits until they are gone."""
+        waits = []
+        for entry, cache_id in victims:
+            store, worker = self._prompt_caches.get(entry.key), entry.worker
+            if store is None:
+                continue
+            if worker is None:
+                store.drop(cache_id, reason)
+            else:
+                waits.append(worker.call(lambda s=store, i=cache_id: s.spill_and_drop(i, reason)))
+        for wait in waits:
+            try:
+                wait.result(timeout=60)
+            except Exception:  # noqa: BLE001 - a cache that could not be written is still dropped
+                log.exception("a prompt cache could not be written before it was dropped")
+        if victims:
             self._loader.free()
-        return freed
+
+    def _keep_prompt_cache(self, key: str, item: PromptCacheItem) -> bool:
+        """On a worker's thread, after it keeps a request's cache: is it worth its room in the
+        one budget? Makes room by freeing lower-valued prompt caches when the plan says so."""
+        snap = self.memory(fresh=True)
+        with self._lock:
+            entries = self._models.entries()
+            owner = next((e for e in entries if e.key == key), None)
+            if owner is None:
+                return False
+            items, caches = self._budget_items(entries)
+            name = prompt_cache_name(owner.name, item.id)
+            plan = plan_admission(item.nbytes, items, snap.used_bytes, snap.total_bytes, self.thresholds,
+                                  get_policy(self._settings.cache.policy), self._clock(),
+                                  max_loaded=self._settings.cache.max_loaded, name=name,
+                                  incoming=_prompt_cache_stats(name, owner.name, item))
+        if not plan.allowed or any(n not in caches for n in plan.evict):
+            return False  # never unload a model to keep a prompt cache
+        mine = [caches[n] for n in plan.evict if caches[n][0].key == key]
+        others = [caches[n] for n in plan.evict if caches[n][0].key != key]
+        store = self._prompt_caches.get(key)
+        for _entry, cache_id in mine:  # this worker's own caches: we are on its thread
+            if store is not None:
+                store.spill_and_drop(cache_id, f"making room for a more valuable prompt cache of {owner.name}")
+        for entry, cache_id in others:
+            other = self._prompt_caches.get(entry.key)
+            if entry.worker is not None and other is not None:
+                entry.worker.call(lambda s=other, i=cache_id: s.spill_and_drop(
+                    i, f"making room for a more valuable prompt cache of {owner.name}"))
+        return True
 
     def _admit(self, entry: _Entry) -> list[_Victim]:
         """Plan room for ``entry``; returns the models taken for eviction, or raises."""
@@ -729,7 +777,7 @@ class ModelCache:
             entries = self._models.entries()
             in_flight = sum(e.info.estimated_bytes for e in entries
                             if e.state is ModelState.LOADING and e is not entry)
-            loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]
+            loaded, caches = self._budget_items(entries)
             plan = plan_admission(
                 self._local_bytes(entry.info), loaded, snap.used_bytes + in_flight, snap.total_bytes,
                 self.thresholds, get_policy(self._settings.cache.policy), self._clock(),
@@ -746,7 +794,13 @@ class ModelCache:
             advice = wired_advice(entry.info.estimated_bytes + staying, snap, entry.name)
             if advice:
                 self._event(EventKind.MEMORY_ADVICE, advice, entry.name, logging.WARNING, wired_advice=advice)
-            return [v for v in (self._begin_eviction(by_name[n], reason, "admission") for n in plan.evict) if v]
+            going = set(plan.evict)
+            # A prompt cache of a model that goes too leaves with it (written to disk then).
+            dropped = [caches[n] for n in plan.evict if n in caches and caches[n][0].name not in going]
+            victims = [v for v in (self._begin_eviction(by_name[n], reason, "admission")
+                                   for n in plan.evict if n not in caches) if v]
+        self._drop_cache_items(dropped, reason)
+        return victims
 
     # -- using -----------------------------------------------------------------------------------
     def acquire(self, name: str, timeout: float | None = None, *, allow_paths: bool = True) -> Lease:
@@ -902,14 +956,9 @@ class ModelCache:
     def _run_cleanup(self, snap: MemorySnapshot, reason: str | None = None, manual: bool = False) -> CleanupPlan:
         m = self._settings.memory
         mode: CleanupMode = m.cleanup
-        level = self.thresholds.zone(snap.used_fraction)
-        if level != "normal":
-            freed = self._drop_prompt_caches(snap, level, reason or f"memory {snap.used_fraction:.0%}")
-            if freed:
-                snap = replace(snap, used_bytes=max(0, snap.used_bytes - freed))
         with self._locked():
             entries = self._models.entries()
-            loaded = [e.stats() for e in entries if e.state is ModelState.LOADED]
+            loaded, caches = self._budget_items(entries)
             plan = plan_cleanup(loaded, snap.used_bytes, snap.total_bytes, self.thresholds,
                                 get_policy(self._settings.cache.policy), self._clock(),
                                 keep=m.keep_on_cleanup, mode=mode)
@@ -917,20 +966,33 @@ class ModelCache:
                 self._abandon_loads(entries, snap)
             if not plan.level:
                 if manual:
-                    plan = replace(plan, reason=_nothing_to_unload(loaded, m.keep_on_cleanup, reason))
+                    models = [s for s in loaded if s.is_model]
+                    plan = replace(plan, reason=_nothing_to_unload(models, m.keep_on_cleanup, reason))
                     self._event(EventKind.CLEANUP, plan.reason, cleanup="none", evict=[], deferred=[],
-                                kept=[s.name for s in loaded])
+                                kept=[s.name for s in models])
                 return plan
             why = f"{plan.level} clean-up" + (f", {reason}" if reason else "")
             by_name = {e.name: e for e in entries}
-            cause = "emergency" if plan.level == "emergency" else "cleanup"
-            victims = [v for v in (self._begin_eviction(by_name[n], why, cause) for n in plan.evict) if v]
+            emergency = plan.level == "emergency"
+            cause = "emergency" if emergency else "cleanup"
+            going = {n for n in plan.evict if n not in caches}
+            dropped = [caches[n] for n in plan.evict if n in caches and caches[n][0].name not in going]
+            victims = [v for v in (self._begin_eviction(by_name[n], why, cause) for n in going) if v]
             for name in plan.deferred:
-                self._begin_eviction(by_name[name], why, cause)
-            message = _cleanup_message(plan, reason, manual)
+                if name not in caches:
+                    self._begin_eviction(by_name[name], why, cause)
+            stores = [self._prompt_caches[v.entry.key] for v in victims if v.entry.key in self._prompt_caches]
+            message = _cleanup_message(plan, reason, manual, caches)
             plan = replace(plan, reason=message)
             self._event(EventKind.CLEANUP, message, level=logging.WARNING, cleanup=plan.level,
                         evict=list(plan.evict), deferred=list(plan.deferred), kept=list(plan.kept))
+        if emergency:  # memory back at once: nothing is written to disk first
+            for store in {id(s): s for s in stores + [self._prompt_caches[e.key] for e, _ in dropped]}.values():
+                store.discard_memory()
+            if dropped:
+                self._loader.free()
+        else:
+            self._drop_cache_items(dropped, why)
         self._finish_evictions(victims)
         return plan
 
@@ -1002,18 +1064,37 @@ class ModelCache:
             self._usage.close()
 
 
-def _cleanup_message(plan: CleanupPlan, reason: str | None, manual: bool) -> str:
+def _prompt_cache_stats(name: str, model: str, pc: PromptCacheItem) -> EntryStats:
+    """A prompt cache as the policy and the planner price it, beside the models."""
+    return EntryStats(name=name, kind=PROMPT_CACHE, owner=model, size_bytes=pc.nbytes,
+                      load_time_seconds=pc.saves_seconds, recent_uses=pc.hits, use_count=len(pc.hits),
+                      last_used=pc.last_used, loaded_at=pc.created, in_use=pc.in_use)
+
+
+def _shown(names: tuple[str, ...], caches: Mapping[str, tuple[Any, str]]) -> str:
+    """Plan names in words: models by name, prompt caches counted per model."""
+    models = [n for n in names if n not in caches]
+    per_model: dict[str, int] = {}
+    for n in names:
+        if n in caches:
+            per_model[caches[n][0].name] = per_model.get(caches[n][0].name, 0) + 1
+    models += [f"{k} prompt cache{'s' if k > 1 else ''} of {m}" for m, k in per_model.items()]
+    return ", ".join(models)
+
+
+def _cleanup_message(plan: CleanupPlan, reason: str | None, manual: bool,
+                     caches: Mapping[str, tuple[Any, str]]) -> str:
     """What a clean-up did, in words; a manual one says what was asked, not invented figures."""
     if not manual:
         return plan.reason + (f" ({reason})" if reason else "")
     parts = [f"{plan.level} clean-up {reason}"]
     if plan.evict:
-        parts.append(f"unloading {', '.join(plan.evict)}")
+        parts.append(f"unloading {_shown(plan.evict, caches)}")
     if plan.deferred:
-        parts.append(f"{', '.join(plan.deferred)} when {'its' if len(plan.deferred) == 1 else 'their'} "
+        parts.append(f"{_shown(plan.deferred, caches)} when {'its' if len(plan.deferred) == 1 else 'their'} "
                      "request ends")
     if plan.kept:
-        parts.append(f"keeping {', '.join(plan.kept)}")
+        parts.append(f"keeping {_shown(plan.kept, caches)}")
     return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
 
 

@@ -40,7 +40,8 @@ from typing import Any, Callable
 from .catalog import ModelInfo
 from .settings import PromptCacheSettings
 
-__all__ = ["PromptCacheStore", "PromptCacheView", "model_fingerprint", "default_prompt_cache_dir"]
+__all__ = ["PromptCacheStore", "PromptCacheView", "PromptCacheItem", "model_fingerprint",
+           "default_prompt_cache_dir", "Admit"]
 
 log = logging.getLogger("mlx_tui.prompt_cache")
 
@@ -49,6 +50,9 @@ DEFAULT_READ_BYTES_PER_SECOND = 1e9  # until a read is measured: a plain SSD
 FORMAT = 1
 
 Announce = Callable[[str, str], None]  # (what happened: "dropped", "spilled"..., message)
+Admit = Callable[["PromptCacheItem"], bool]
+"""Asked after each insert, on the worker's thread: is the new cache worth its room in the one
+memory budget? False: it is written to disk (when it can be) and its memory freed."""
 
 
 def default_prompt_cache_dir() -> Path:
@@ -75,6 +79,20 @@ def model_fingerprint(info: ModelInfo) -> str:
 
 def _tokens_id(tokens: tuple[int, ...]) -> str:
     return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class PromptCacheItem:
+    """One prompt cache in memory as the budget prices it: the seconds of prefill it saves,
+    its hits, when it was made and last read, and whether a request is reading it now."""
+
+    id: str
+    nbytes: int
+    saves_seconds: float
+    hits: tuple[float, ...]
+    last_used: float
+    created: float
+    in_use: bool
 
 
 @dataclass(frozen=True)
@@ -119,8 +137,10 @@ class PromptCacheStore:
     (one per model identity, kept across unloads); used by that model's worker."""
 
     def __init__(self, model: str, info: ModelInfo, settings: PromptCacheSettings,
-                 clock: Callable[[], float] = time.time, announce: Announce | None = None) -> None:
+                 clock: Callable[[], float] = time.time, announce: Announce | None = None,
+                 admit: Admit | None = None) -> None:
         self.model = model
+        self._admit = admit
         self._settings = settings
         self._clock = clock
         self._announce = announce or (lambda _what, message: log.info("%s", message))
@@ -165,12 +185,33 @@ class PromptCacheStore:
             with self._lock:
                 self._prefill_tps = speed if self._prefill_tps is None else 0.7 * self._prefill_tps + 0.3 * speed
 
-    def memory_items(self) -> list[tuple[str, int, float, tuple[float, ...], int, bool]]:
-        """``(id, bytes, seconds it saves, hit times, hits, in use)`` of each entry in memory,
-        for the cache manager's one budget."""
+    def memory_items(self) -> list[PromptCacheItem]:
+        """Each entry held in memory, priced for the cache manager's one budget."""
         with self._lock:
-            return [(e.id, e.nbytes, self.saves_seconds(len(e.tokens)), tuple(e.hits), len(e.hits),
-                     e.in_use > 0) for e in self._entries.values() if e.cache is not None]
+            return [self._item(e) for e in self._entries.values() if e.cache is not None]
+
+    def _item(self, e: _Entry) -> PromptCacheItem:
+        return PromptCacheItem(e.id, e.nbytes, self.saves_seconds(len(e.tokens)), tuple(e.hits),
+                               e.last_used, e.created, e.in_use > 0)
+
+    def discard_memory(self) -> int:
+        """Let go of every entry's memory at once, without writing anything (an emergency);
+        returns the bytes freed."""
+        with self._lock:
+            freed = 0
+            for e in list(self._entries.values()):
+                if e.cache is not None:
+                    freed += e.nbytes
+                    e.cache = None
+                    if not e.disk_bytes:
+                        self._remove(e)
+        return freed
+
+    def spill_and_drop(self, entry_id: str, reason: str) -> int:
+        """On the worker's thread: write one entry to disk (when it can be), then free its
+        memory; returns the bytes freed."""
+        self.spill(entry_id)
+        return self.drop(entry_id, reason)
 
     def drop(self, entry_id: str, reason: str, keep_on_disk: bool = True) -> int:
         """Let go of one entry's memory (it stays on disk when it was spilled); returns the
@@ -268,6 +309,10 @@ class PromptCacheStore:
                     other.cache = None
                     if not other.disk_bytes:
                         self._remove(other)
+            item = self._item(entry)
+        if self._admit is not None and not self._admit(item):
+            self.spill_and_drop(item.id, "not worth its room in memory now")
+            return
         self._bound_memory()
 
     def _bound_memory(self) -> None:
