@@ -35,6 +35,9 @@ MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "cos
                             "gpu_memory", "distributed")
 """Benchmark modules of this package, in the order they run and appear in the report."""
 MODULES += ("agent_tools",)  # issue 12: an agent's trace with tools, TTFT against mlx_lm.server
+MODULES += ("soak",)  # issue 9: the 1,000-request leak run and the 2,000-request soak, per block of 250
+MODULES += ("batching",)  # issue 9: 8 and 32 concurrent streams against mlx_lm.server and one at a time
+MODULES += ("prompt_reuse",)  # issue 11: multi-turn, restart-resume and agent-trace TTFT against mlx_lm.server
 
 TITLES = {
     "policy_replay": "Cache policy replay",

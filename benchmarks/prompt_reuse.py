@@ -27,7 +27,7 @@ cached_tokens``, printed beside each figure.
    prefill). Target: at most 0.2x.
 3. **Agent trace**: one system prompt of about 8,000 tokens (``--quick``: 2,000) and 20 different
    short questions (``--quick``: 6), each sent alone after the system prompt, to mlx-tui and
-   ``mlx_lm.server`` in turn; the first 4 (``--quick``: 2) also to mlx-tui without reuse. Each
+   ``mlx_lm.server`` in turn; the first 6 (``--quick``: 2) also to mlx-tui without reuse. Each
    of those is the same work (the whole system prompt, then a question), so the no-reuse total
    for the trace is their mean times the number of questions. Target: the trace's total TTFT
    (prefill) with reuse at most 0.1x of that; TTFT per request against ``mlx_lm.server``.
@@ -83,7 +83,7 @@ class Plan:
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Plan":
-        return cls(4, 300, 2000, 6, 2) if quick else cls(8, 700, 8000, 20, 4)
+        return cls(4, 300, 2000, 6, 2) if quick else cls(8, 700, 8000, 20, 6)
 
 
 class _Texts:
@@ -232,8 +232,9 @@ def _report(quick: bool, plan: Plan, desc: str, total: float, load_before: str,
         "(`[engine].prefill_step` 512), `mlx_lm.server` its own (prompt cache of 10 entries, "
         "prefill step 2048).", "",
         f"### Multi-turn chat: {plan.turns} turns of about {plan.turn_tokens:,} new tokens", "",
-        "| turn | prompt tokens | mlx-tui TTFT s (cached) | mlx_lm.server TTFT s (cached) | mlx-tui / mlx_lm.server |",
-        "|---:|---:|---:|---:|---:|",
+        "| turn | prompt tokens | mlx-tui TTFT s (cached) | mlx_lm.server TTFT s (cached) | mlx-tui / mlx_lm.server "
+        "| mlx-tui's own TTFT s |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     later = []
     for t, r in enumerate(turns, start=1):
@@ -241,14 +242,17 @@ def _report(quick: bool, plan: Plan, desc: str, total: float, load_before: str,
         if t > 1:
             later.append(ratio)
         out.append(f"| {t} | {r['tui'].prompt_tokens:,} | {r['tui'].ttft:.3f} ({r['tui'].cached_tokens:,}) | "
-                   f"{r['lm'].ttft:.3f} ({r['lm'].cached_tokens:,}) | {ratio:.2f}x |")
+                   f"{r['lm'].ttft:.3f} ({r['lm'].cached_tokens:,}) | {ratio:.2f}x | {_server_ttft(r['tui'])} |")
     worst = max(later) if later else 0.0
     out += [
         "",
         f"* **Turns 2-{plan.turns}, mlx-tui TTFT against mlx_lm.server's: median {statistics.median(later):.2f}x, "
         f"worst {worst:.2f}x; target every turn within {TURN_TARGET:.1f}x: "
         f"{common.verdict(worst <= TURN_TARGET)}** ({sum(x <= TURN_TARGET for x in later)} of "
-        f"{len(later)} turns within it). Turn 1 is a full prefill on both.",
+        f"{len(later)} turns within it). Turn 1 is a full prefill on both. *mlx-tui's own TTFT* is "
+        "the engine's figure (`timings.time_to_first_token`: from the request reaching the chat "
+        "engine, tokenizing included, to the first token); the rest of the client's TTFT is HTTP, "
+        "parsing and the first piece's way out.",
         "",
         "### Restart-resume", "",
         f"mlx-tui stopped with SIGTERM after the last turn (all servers stopped in "

@@ -66,12 +66,12 @@ log = common.logger("soak")
 class Plan:
     leak_requests: int
     soak_requests: int
-    blocks: int
+    block: int  # requests per block
     concurrency: int
 
     @classmethod
     def for_mode(cls, quick: bool) -> "Plan":
-        return cls(100, 200, 4, 8) if quick else cls(1000, 2000, 4, 8)
+        return cls(100, 200, 25, 8) if quick else cls(1000, 2000, 250, 8)
 
 
 @dataclass
@@ -93,6 +93,8 @@ class Block:
     examples: dict[str, str] = field(default_factory=dict)  # an error message of each kind
     cpu_seconds: float = 0.0  # the server's CPU time over the block
     gauges: dict[str, float] = field(default_factory=dict)  # after the block
+    disk_files: int = 0  # prompt-cache files on disk after the block
+    disk_bytes: int = 0
 
     @property
     def p99(self) -> float:
@@ -136,8 +138,13 @@ def _question(rng: random.Random, i: int) -> str:
     return f"Question {i}: what about the " + " and the ".join(rng.sample(WORDS, 3)) + "?"
 
 
+def _disk_tier(folder: Path | None) -> tuple[int, int]:
+    files = list(folder.rglob("*.safetensors")) if folder is not None and folder.exists() else []
+    return len(files), sum(f.stat().st_size for f in files)
+
+
 def _drive(server: common.ServerProcess, plan_blocks: Sequence[list[tuple[str, list[dict[str, str]], bool]]],
-           concurrency: int) -> list[Block]:
+           concurrency: int, disk: Path | None = None) -> list[Block]:
     """Send each block's requests (``concurrency`` at a time) and measure it."""
     import httpx
 
@@ -182,6 +189,7 @@ def _drive(server: common.ServerProcess, plan_blocks: Sequence[list[tuple[str, l
                 after = common.metric_totals(server, COUNTERS + GAUGES)
                 block.counters = {k: after[k] - before[k] for k in COUNTERS}
                 block.gauges = {k: after[k] for k in GAUGES}
+                block.disk_files, block.disk_bytes = _disk_tier(disk)
                 before = after
                 blocks.append(block)
                 log(f"{server.name}: block {len(blocks)}/{len(plan_blocks)}: {block.requests} requests in "
@@ -193,9 +201,8 @@ def _drive(server: common.ServerProcess, plan_blocks: Sequence[list[tuple[str, l
     return blocks
 
 
-def _blocks_of(items: list[Any], blocks: int) -> list[list[Any]]:
-    size = len(items) // blocks
-    return [items[i * size:(i + 1) * size] for i in range(blocks)]
+def _blocks_of(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _warm_up(server: common.ServerProcess, models: Sequence[str], messages: Callable[[int], list[dict[str, str]]]) -> None:
@@ -211,45 +218,62 @@ def _warm_up(server: common.ServerProcess, models: Sequence[str], messages: Call
                 raise RuntimeError(f"warm-up request to {model} failed: {r.error}\n{server.log_tail()}")
 
 
-def leak_run(work: Path, plan: Plan, model: Path) -> tuple[list[Block], dict[str, Any]]:
+def leak_run(work: Path, plan: Plan, model: Path) -> tuple[list[Block], Block, dict[str, Any]]:
+    """The blocks on one long-lived ``mlx-tui serve``, then the last block's requests again on a
+    fresh one (the control: what the machine gives right now to a server with no history)."""
     rng = random.Random(1)
-    settings = common.write_settings(work / "leak.toml", {"tiny": str(model)}, cache={"preload": ["tiny"]},
-                                     prompt_cache={"dir": str(work / "leak-prompt-cache")})
     items = [("tiny", [{"role": "user", "content": _question(rng, i)}], bool(i % 2))
              for i in range(plan.leak_requests)]
-    with common.mlx_tui_serve(settings, work / "leak.db", "tiny", work / "leak-serve.log") as server:
-        start = {"threads": server.threads(), "rss": server.rss_bytes()}
-        _warm_up(server, ["tiny"], lambda i: [{"role": "user", "content": f"warm up {i}"}])
-        start.update(threads_warm=server.threads(), rss_warm=server.rss_bytes())
-        blocks = _drive(server, _blocks_of(items, plan.blocks), 1)
-        start["log_tracebacks"] = server.log_path.read_text(errors="replace").count("Traceback")
-    return blocks, start
+    blocks: list[Block] = []
+    facts: dict[str, Any] = {}
+    for run in ("long", "fresh"):
+        settings = common.write_settings(work / f"leak-{run}.toml", {"tiny": str(model)},
+                                         cache={"preload": ["tiny"]},
+                                         prompt_cache={"dir": str(work / f"leak-{run}-prompt-cache")})
+        with common.mlx_tui_serve(settings, work / f"leak-{run}.db", "tiny", work / f"leak-{run}.log") as server:
+            if run == "long":
+                facts.update(threads=server.threads(), rss=server.rss_bytes())
+            _warm_up(server, ["tiny"], lambda i: [{"role": "user", "content": f"warm up {i}"}])
+            if run == "long":
+                facts.update(threads_warm=server.threads(), rss_warm=server.rss_bytes())
+                blocks = _drive(server, _blocks_of(items, plan.block), 1)
+            else:
+                (control,) = _drive(server, [items[-plan.block:]], 1)
+            facts[f"tracebacks_{run}"] = server.log_path.read_text(errors="replace").count("Traceback")
+    return blocks, control, facts
 
 
-def soak_run(work: Path, plan: Plan, models: dict[str, Path]) -> tuple[list[Block], dict[str, Any]]:
+def soak_run(work: Path, plan: Plan, models: dict[str, Path]) -> tuple[list[Block], Block, dict[str, Any]]:
+    """The blocks on one long-lived server, then the last block's requests on a fresh one."""
     rng = random.Random(2)
     model_bytes = max(sum(p.stat().st_size for p in common.weight_files(m)) for m in models.values())
     total = int(model_bytes * TOTAL_MODELS)
     base = (0.85 * total - ROOM_MODELS * model_bytes) / total
-    settings = common.write_settings(
-        work / "soak.toml", {k: str(v) for k, v in models.items()},
-        memory={"poll_seconds": 0.5},
-        prompt_cache={"dir": str(work / "soak-prompt-cache")})
-    config = {"settings": str(settings), "db": str(work / "soak.db"),
-              "probe": {"total_bytes": total, "used_fraction": base, "track_mlx": True}}
 
     def messages(i: int) -> list[dict[str, str]]:
         return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": _question(rng, i)}]
 
     items = [(rng.choice(MODELS), messages(i), bool(i % 2)) for i in range(plan.soak_requests)]
-    with common.api_child("soak", config, MODELS[0], work / "soak-child.log") as server:
-        start = {"threads": server.threads(), "rss": server.rss_bytes(), "total": total,
-                 "model_bytes": model_bytes, "base": base}
-        _warm_up(server, MODELS, messages)
-        start.update(threads_warm=server.threads(), rss_warm=server.rss_bytes())
-        blocks = _drive(server, _blocks_of(items, plan.blocks), plan.concurrency)
-        start["log_tracebacks"] = server.log_path.read_text(errors="replace").count("Traceback")
-    return blocks, start
+    facts: dict[str, Any] = {"total": total, "model_bytes": model_bytes, "base": base}
+    blocks: list[Block] = []
+    for run in ("long", "fresh"):
+        disk = work / f"soak-{run}-prompt-cache"
+        settings = common.write_settings(
+            work / f"soak-{run}.toml", {k: str(v) for k, v in models.items()},
+            memory={"poll_seconds": 0.5}, prompt_cache={"dir": str(disk)})
+        config = {"settings": str(settings), "db": str(work / f"soak-{run}.db"),
+                  "probe": {"total_bytes": total, "used_fraction": base, "track_mlx": True}}
+        with common.api_child("soak", config, MODELS[0], work / f"soak-{run}.log") as server:
+            if run == "long":
+                facts.update(threads=server.threads(), rss=server.rss_bytes())
+            _warm_up(server, MODELS, messages)
+            if run == "long":
+                facts.update(threads_warm=server.threads(), rss_warm=server.rss_bytes())
+                blocks = _drive(server, _blocks_of(items, plan.block), plan.concurrency, disk)
+            else:
+                (control,) = _drive(server, [items[-plan.block:]], plan.concurrency, disk)
+            facts[f"tracebacks_{run}"] = server.log_path.read_text(errors="replace").count("Traceback")
+    return blocks, control, facts
 
 
 # --------------------------------------------------------------------------- report
@@ -259,23 +283,32 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.0f} MB"
 
 
-def _table(blocks: list[Block], size: int) -> list[str]:
-    rows = ["| block | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/request | "
-            "threads after (peak) | RSS after (peak) | loads | evictions | refusals | prompt caches / MLX "
-            "after |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for i, b in enumerate(blocks):
-        errors = sum(b.errors.values())
-        c = b.counters
-        rows.append(
-            f"| {i * size + 1}-{(i + 1) * size} | {b.requests} | {errors} | "
-            f"{common.percentile(b.latencies, 50) * 1000:.0f} | {b.p99 * 1000:.0f} | "
-            f"{max(b.latencies) * 1000:.0f} | {b.requests / b.seconds:.1f} | "
-            f"{b.cpu_seconds / b.requests * 1000:.1f} | {b.threads} ({b.peak_threads}) | "
-            f"{_mb(b.rss)} ({_mb(b.peak_rss)}) | {c.get('mlx_tui_model_loads', 0):.0f} | "
-            f"{c.get('mlx_tui_model_evictions', 0):.0f} | {c.get('mlx_tui_model_refusals', 0):.0f} | "
-            f"{b.gauges.get('mlx_tui_model_prompt_cache_bytes', 0) / 1e6:.2f} / "
-            f"{b.gauges.get('mlx_tui_mlx_active_bytes', 0) / 1e6:.2f} MB |")
+def _row(label: str, b: Block, disk: bool) -> str:
+    c = b.counters
+    row = (f"| {label} | {b.requests} | {sum(b.errors.values())} | "
+           f"{common.percentile(b.latencies, 50) * 1000:.0f} | {b.p99 * 1000:.0f} | "
+           f"{max(b.latencies) * 1000:.0f} | {b.requests / b.seconds:.1f} | "
+           f"{b.cpu_seconds / b.requests * 1000:.1f} | {b.threads} ({b.peak_threads}) | "
+           f"{_mb(b.rss)} ({_mb(b.peak_rss)}) | {c.get('mlx_tui_model_loads', 0):.0f} | "
+           f"{c.get('mlx_tui_model_evictions', 0):.0f} | {c.get('mlx_tui_model_refusals', 0):.0f} |")
+    if disk:
+        row += (f" {b.gauges.get('mlx_tui_model_prompt_cache_bytes', 0) / 1e6:.2f} / "
+                f"{b.gauges.get('mlx_tui_mlx_active_bytes', 0) / 1e6:.2f} MB | "
+                f"{b.disk_files:,} ({b.disk_bytes / 1e6:.0f} MB) |")
+    return row
+
+
+def _table(blocks: list[Block], control: Block, size: int, disk: bool) -> list[str]:
+    head = ("| block | requests | errors | p50 ms | p99 ms | max ms | req/s | server CPU ms/request | "
+            "threads after (peak) | RSS after (peak) | loads | evictions | refusals |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if disk:
+        head += " prompt caches / MLX in memory after | prompt-cache files on disk after |"
+        rule += "---:|---:|"
+    rows = [head, rule]
+    rows += [_row(f"{i * size + 1}-{i * size + b.requests}", b, disk) for i, b in enumerate(blocks)]
+    rows.append(_row(f"control: requests {len(blocks) * size - control.requests + 1}-{len(blocks) * size} "
+                     "again on a fresh server", control, disk))
     return rows
 
 
@@ -287,7 +320,11 @@ def _prompts(blocks: list[Block]) -> str:
             f"{cached / prompt if prompt else 0:.0%} of them read from a prompt cache")
 
 
-def _verdicts(blocks: list[Block]) -> tuple[list[str], bool]:
+def _cpu(b: Block) -> float:
+    return b.cpu_seconds / b.requests if b.requests else 0.0
+
+
+def _verdicts(blocks: list[Block], control: Block) -> tuple[list[str], bool]:
     first, last = blocks[0], blocks[-1]
     errors = sum(sum(b.errors.values()) for b in blocks)
     kinds = Counter[str]()
@@ -301,18 +338,24 @@ def _verdicts(blocks: list[Block]) -> tuple[list[str], bool]:
         met = value <= FLAT_TARGET
         ok = ok and met
         lines.append(f"{what} {value:.3f}x ({common.verdict(met)})")
-    cpu = (last.cpu_seconds / last.requests) / (first.cpu_seconds / first.requests) if first.cpu_seconds else 0.0
-    lines.append(f"server CPU time per request {cpu:.3f}x (the cross-check: other jobs on the "
-                 "machine move it much less than latency)")
     err = f"errors {errors} ({common.verdict(errors == 0)}" + (
         f": {', '.join(f'{k} x{v}' for k, v in kinds.most_common())})" if errors else ")")
-    out = [f"**Last block against the first: {'; '.join(lines)}; {err}.** Target: each at most "
-           f"{FLAT_TARGET:.1f}x, 0 errors."]
+    out = [f"* **Last block against the first: {'; '.join(lines)}; {err}.** Target: each at most "
+           f"{FLAT_TARGET:.1f}x, 0 errors.",
+           f"* Cross-checks. Server CPU time per request, last block against the first: "
+           f"{_cpu(last) / _cpu(first):.3f}x (other jobs on the machine move it much less than "
+           f"latency). The last block against the control (the same requests on a fresh server "
+           f"right after, so the machine is as busy): p99 latency {last.p99 / control.p99:.3f}x, CPU "
+           f"time per request {_cpu(last) / _cpu(control):.3f}x, RSS {last.rss / control.rss:.3f}x, "
+           f"threads {last.threads / control.threads:.3f}x: what the server's history costs, "
+           "without the machine's drift."]
     examples: dict[str, str] = {}
-    for b in blocks:
+    for b in [*blocks, control]:
         for kind, message in b.examples.items():
             examples.setdefault(kind, message)
-    out += [f"First `{kind}` answer: `{message[:300]}`" for kind, message in examples.items()]
+    out += [f"* First `{kind}` answer: `{message[:300]}`" for kind, message in examples.items()]
+    if control.errors:
+        out.append(f"* The control block had {sum(control.errors.values())} error(s).")
     return out, ok
 
 
@@ -328,59 +371,62 @@ def run(quick: bool = False) -> str:
         models = {name: write_random_model(work / name, dtype=DTYPE, seed=i) for i, name in enumerate(MODELS)}
         log(f"leak run: {plan.leak_requests} requests")
         t = time.perf_counter()
-        leak, leak_facts = leak_run(work, plan, models["alpha"])
+        leak, leak_control, leak_facts = leak_run(work, plan, models["alpha"])
         leak_seconds = time.perf_counter() - t
         log(f"soak: {plan.soak_requests} requests, {plan.concurrency} at a time, over {len(MODELS)} models")
         t = time.perf_counter()
-        soak, soak_facts = soak_run(work, plan, models)
+        soak, soak_control, soak_facts = soak_run(work, plan, models)
         soak_seconds = time.perf_counter() - t
         desc = common.model_desc(models["alpha"], DTYPE)
-    leak_lines, leak_ok = _verdicts(leak)
-    soak_lines, soak_ok = _verdicts(soak)
-    leak_size = plan.leak_requests // plan.blocks
-    soak_size = plan.soak_requests // plan.blocks
+    leak_lines, _ = _verdicts(leak, leak_control)
+    soak_lines, _ = _verdicts(soak, soak_control)
     loads = sum(b.counters.get("mlx_tui_model_loads", 0) for b in soak)
     evictions = sum(b.counters.get("mlx_tui_model_evictions", 0) for b in soak)
+    f = soak_facts
     out = [
         "## Soak and leak run", "",
         f"{'Quick' if quick else 'Full'} run: {time.perf_counter() - started:.0f} s in all (leak run "
-        f"{leak_seconds:.0f} s, soak {soak_seconds:.0f} s, server start-ups included). Machine load "
-        f"average before: {load_before}, after: {common.machine_load()}. Models: {desc} (three of "
-        f"them, seeds 0-2); greedy, `max_tokens` {MAX_TOKENS}; every other request streamed (SSE). "
-        "Threads and RSS are the server process's, read right after each block (peak: the most seen "
-        f"while the block ran, sampled every {SAMPLE_SECONDS:g} s); latency is each request's, "
-        "from sending it to its last byte, as the client saw it; loads, evictions and refusals are "
-        "the server's own counters (`GET /metrics`) over the block.", "",
+        f"{leak_seconds:.0f} s, soak {soak_seconds:.0f} s, server start-ups and control blocks "
+        f"included). Machine load average before: {load_before}, after: {common.machine_load()}. "
+        f"Models: {desc} (three of them, seeds 0-2); greedy, `max_tokens` {MAX_TOKENS}; every "
+        "other request streamed (SSE). Threads and RSS are the server process's, read right after "
+        f"each block (peak: the most seen while the block ran, sampled every {SAMPLE_SECONDS:g} s); "
+        "latency is each request's, from sending it to its last byte, as the client saw it; CPU "
+        "time is the server process's (user + system, every thread) over the block; loads, "
+        "evictions and refusals are the server's own counters (`GET /metrics`) over the block. "
+        "After the blocks, the last block's requests are sent again to a fresh server of the same "
+        "settings (the control row).", "",
         f"### Leak run: {plan.leak_requests:,} requests, one at a time, `mlx-tui serve`", "",
         f"`mlx-tui --settings S --db D serve` (real memory probe), the model preloaded; before the "
         f"blocks: {leak_facts['threads']} threads and {_mb(leak_facts['rss'])} once serving, "
         f"{leak_facts['threads_warm']} threads and {_mb(leak_facts['rss_warm'])} after "
         f"2 untimed warm-up requests. Each request a different question ({_prompts(leak)}; below "
         "`[prompt_cache].min_tokens`, so nothing is kept between requests).", "",
-        *_table(leak, leak_size), "",
+        *_table(leak, leak_control, plan.block, False), "",
         *leak_lines,
-        f"Tracebacks in the server's log: {leak_facts['log_tracebacks']}.", "",
+        f"* Tracebacks in the servers' logs: {leak_facts['tracebacks_long']} (long-lived), "
+        f"{leak_facts['tracebacks_fresh']} (control).", "",
         f"### Soak: {plan.soak_requests:,} requests, {plan.concurrency} at a time, 3 models, evictions", "",
         "An `ApiServer` over `build_runtime` in a child process (what `mlx-tui serve` runs), with a "
-        f"`FixedMemoryProbe`: a fake total of {_mb(soak_facts['total'])} ({TOTAL_MODELS} models' "
-        f"worth) of which {soak_facts['base']:.1%} is taken by other programs, plus what MLX holds "
-        f"(`track_mlx`). That leaves {ROOM_MODELS:g} models' worth ({_mb(ROOM_MODELS * soak_facts['model_bytes'])}; "
-        f"a model is {_mb(soak_facts['model_bytes'])}) under the 85% warning for the models, their KV "
+        f"`FixedMemoryProbe`: a fake total of {_mb(f['total'])} ({TOTAL_MODELS} models' "
+        f"worth) of which {f['base']:.1%} is taken by other programs, plus what MLX holds "
+        f"(`track_mlx`). That leaves {ROOM_MODELS:g} models' worth ({_mb(ROOM_MODELS * f['model_bytes'])}; "
+        f"a model is {_mb(f['model_bytes'])}) under the 85% warning for the models, their KV "
         "caches and their prompt caches: one or two models and a burst of requests fit, three models "
-        "with requests under way pass it, and the cache evicts idle models (dropping prompt caches "
-        "first) at the next admission or memory poll (`[memory].poll_seconds = 0.5`); the 98% "
-        f"emergency, where loads are refused, is {_mb(0.98 * soak_facts['total'] - soak_facts['base'] * soak_facts['total'])} "
-        "above what other programs take. No `[cache].max_loaded` (it refuses a third model while "
-        "two are in use). Each request picks one of the three models at random (seeded) and sends "
-        "the same system prompt with its own "
-        f"question ({_prompts(soak)}), so prompt caches are kept, reused, dropped under the "
-        f"budget, spilled to disk on unload and read back. Before the blocks: "
-        f"{soak_facts['threads']} threads, {_mb(soak_facts['rss'])}; after 6 untimed warm-up "
-        f"requests: {soak_facts['threads_warm']} threads, {_mb(soak_facts['rss_warm'])}. "
-        f"Over the run: {loads:.0f} loads and {evictions:.0f} evictions.", "",
-        *_table(soak, soak_size), "",
+        "with requests under way pass it, and the cache evicts idle models or prompt caches at the "
+        "next admission or memory poll (`[memory].poll_seconds = 0.5`); the 98% emergency, where "
+        f"loads are refused, is {_mb(0.98 * f['total'] - f['base'] * f['total'])} above what other "
+        "programs take. No `[cache].max_loaded` (it refuses a third model while two are in use). "
+        "Each request picks one of the three models at random (seeded) and sends the same system "
+        f"prompt with its own question ({_prompts(soak)}), so prompt caches are kept, reused, "
+        "dropped under the budget, written to disk and read back. Before the blocks: "
+        f"{f['threads']} threads, {_mb(f['rss'])}; after 6 untimed warm-up requests: "
+        f"{f['threads_warm']} threads, {_mb(f['rss_warm'])}. Over the run: {loads:.0f} loads and "
+        f"{evictions:.0f} evictions.", "",
+        *_table(soak, soak_control, plan.block, True), "",
         *soak_lines,
-        f"Tracebacks in the server's log: {soak_facts['log_tracebacks']}.", "",
+        f"* Tracebacks in the servers' logs: {f['tracebacks_long']} (long-lived), "
+        f"{f['tracebacks_fresh']} (control).", "",
     ]
     return "\n".join(out)
 
