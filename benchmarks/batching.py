@@ -42,6 +42,7 @@ DTYPE = "float32"
 SERVER_TARGET = 1.0
 BATCH_TARGET = 4.0
 ALONE_TARGET = 0.95
+WIDE_BATCH = 32  # a second mlx-tui with [engine].max_batch = 32, mlx_lm.server's decode concurrency
 SHAPE: dict[str, int] = {  # about 34 MB in two wide layers
     "hidden_size": 512, "num_hidden_layers": 2, "intermediate_size": 2048,
     "num_attention_heads": 8, "num_key_value_heads": 4,
@@ -207,9 +208,13 @@ def run(quick: bool = False) -> str:
                                          prompt_cache={"dir": str(work / "prompt-cache")})
         bare = _Bare(folder)
         gemv, gemm = _matmul_ceiling(plan.shape["hidden_size"])
+        wide = common.write_settings(work / "settings-32.toml", {"model": str(folder)},
+                                     cache={"preload": ["model"]}, engine={"max_batch": WIDE_BATCH},
+                                     prompt_cache={"dir": str(work / "prompt-cache-32")})
         with common.mlx_tui_serve(settings, work / "mlx-tui.db", "model", work / "mlx-tui.log") as tui, \
+                common.mlx_tui_serve(wide, work / "mlx-tui-32.db", "model", work / "mlx-tui-32.log") as tui32, \
                 common.mlx_lm_server(folder, work / "mlx-lm.log") as lm:
-            for server in (tui, lm):  # untimed: load, first allocations
+            for server in (tui, tui32, lm):  # untimed: load, first allocations
                 _serve_many(server, 1000, 2, 2, 4)
             bare.alone(1000, 1, 4)
             contenders: dict[str, Callable[[int], Run]] = {
@@ -220,6 +225,8 @@ def run(quick: bool = False) -> str:
             for n in plan.concurrency:
                 contenders[f"tui {n}"] = lambda base, n=n: _serve_many(tui, base, n, n, plan.max_tokens)
                 contenders[f"lm {n}"] = lambda base, n=n: _serve_many(lm, base, n, n, plan.max_tokens)
+            contenders[f"tui {WIDE_BATCH} wide"] = lambda base: _serve_many(tui32, base, WIDE_BATCH, WIDE_BATCH,
+                                                                           plan.max_tokens)
             names = list(contenders)
             for r in range(plan.rounds):
                 for name in _rotate(names, r * 3):
@@ -254,6 +261,7 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
     for n in plan.concurrency:
         labels[f"tui {n}"] = f"mlx-tui, {n} at once"
         labels[f"lm {n}"] = f"`mlx_lm.server`, {n} at once"
+    labels[f"tui {WIDE_BATCH} wide"] = f"mlx-tui with `[engine].max_batch = {WIDE_BATCH}`, {WIDE_BATCH} at once"
     rows = ["| contender | total tok/s | vs mlx-tui one at a time | TTFT median s | tok/s per request (median) "
             "| CPU ms per token | tokens | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, label in labels.items():
@@ -275,6 +283,15 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
                         f"{common.verdict(statistics.median(ratios) >= SERVER_TARGET)}.** Server CPU "
                         f"time per token, as speed (mlx_lm.server's / mlx-tui's): "
                         f"{common.ratio_summary(cpu)}.")
+    wide = _ratios(runs, f"tui {WIDE_BATCH} wide", f"lm {WIDE_BATCH}", tok_s)
+    wide_ttft = statistics.median(t for r in runs[f"tui {WIDE_BATCH} wide"] for t in r.ttfts)
+    narrow_ttft = statistics.median(t for r in runs[f"tui {WIDE_BATCH}"] for t in r.ttfts)
+    lm_ttft = statistics.median(t for r in runs[f"lm {WIDE_BATCH}"] for t in r.ttfts)
+    verdicts.append(f"* mlx-tui with `[engine].max_batch = {WIDE_BATCH}` vs `mlx_lm.server`, {WIDE_BATCH} "
+                    f"concurrent, total tok/s: {common.ratio_summary(wide)}. Median TTFT at "
+                    f"{WIDE_BATCH} concurrent: mlx-tui {narrow_ttft:.2f} s with its default `max_batch` "
+                    f"(the requests past the 8th wait for a slot), {wide_ttft:.2f} s with "
+                    f"`max_batch = {WIDE_BATCH}`, `mlx_lm.server` {lm_ttft:.2f} s.")
     for n in plan.concurrency:
         ratios = _ratios(runs, f"tui {n}", "tui alone", tok_s)
         target = f"; target at least {BATCH_TARGET:.0f}x: " \
