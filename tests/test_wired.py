@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 

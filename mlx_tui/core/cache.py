@@ -26,22 +26,23 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from enum import Enum
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
-from .catalog import Catalog, ModelInfo, UnknownModel, inspect_model_folder
+from .catalog import Catalog, ModelInfo, inspect_model_folder
 from .engine.worker import GenerationWorker
 from .events import CacheEvent, EventKind, EventOutbox, Listener
 from .loader import LoadedModel, ModelLoader, ModelLoadError
 from .memory import MemoryProbe, MemorySnapshot
 from .mlx_threads import MlxExecutor, MlxThreadPool
+from .model_view import ModelState, ModelTooLarge, ModelView
+from .plan_words import cleanup_message, nothing_to_unload, prompt_cache_stats
 from .planner import CleanupMode, CleanupPlan, Thresholds, plan_admission, plan_cleanup
-from .policy import PROMPT_CACHE, EntryStats, get_policy, prompt_cache_name
+from .policy import EntryStats, get_policy, prompt_cache_name
 from .prompt_cache import PromptCacheItem, PromptCacheStore, PromptCacheView
 from .registry import ModelRegistry
 from .settings import Settings, SettingsError
 from .store import Store
-from .units import format_bytes, iso_seconds
+from .units import format_bytes
 from .usage import UsageRecorder
 from .wired import WiredLimit, WiredNeighbours, wired_advice
 
@@ -50,148 +51,6 @@ __all__ = ["ModelState", "ModelView", "ModelTooLarge", "Lease", "ModelCache"]
 log = logging.getLogger("mlx_tui.cache")
 
 RECENT_USES = 16
-
-
-class ModelState(str, Enum):
-    NOT_LOADED = "not_loaded"
-    QUEUED = "queued"
-    LOADING = "loading"
-    LOADED = "loaded"
-    EVICTING = "evicting"
-    FAILED = "failed"
-
-
-class ModelTooLarge(ModelLoadError):
-    """A load refused because the model cannot fit, with the figures in the message and as
-    attributes (bytes): ``need_bytes``, ``freeable_bytes``, ``used_bytes``, ``total_bytes``."""
-
-    def __init__(self, message: str, *, need_bytes: int = 0, freeable_bytes: int = 0,
-                 used_bytes: int = 0, total_bytes: int = 0) -> None:
-        super().__init__(message)
-        self.need_bytes = need_bytes
-        self.freeable_bytes = freeable_bytes
-        self.used_bytes = used_bytes
-        self.total_bytes = total_bytes
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """A read-only copy of one model's state and statistics, safe to pass to any thread.
-
-    ``now`` is the cache's clock at the moment the view was taken, so progress and ETA read
-    the same clock the cache does.
-    """
-
-    name: str
-    info: ModelInfo
-    state: ModelState
-    resident_bytes: int
-    use_count: int
-    last_used: float
-    loaded_at: float
-    load_time_seconds: float
-    weights_seconds: float
-    tokenizer_seconds: float
-    pinned: bool
-    leases: int
-    error: str | None
-    load_started_at: float
-    expected_load_seconds: float | None
-    lifetime_use_count: int
-    evict_when_idle: bool
-    now: float
-    aliases: tuple[str, ...] = ()
-    idle_unload_seconds: float = 0.0
-    requests_in_flight: int = 0
-    prompt_cache_bytes: int = 0
-    prompt_cache_disk_bytes: int = 0
-    ranks: tuple[Any, ...] = ()  # a model served across hosts: each rank (host, memory, shard)
-
-    # what the catalogue knows, by the names the app and the API have always used
-    @property
-    def source(self) -> str:
-        return self.info.source
-
-    @property
-    def path(self) -> str | None:
-        return str(self.info.path) if self.info.path else None
-
-    @property
-    def architecture(self) -> str | None:
-        return self.info.architecture
-
-    @property
-    def quantization_bits(self) -> int | None:
-        return self.info.quantization_bits
-
-    @property
-    def disk_bytes(self) -> int:
-        return self.info.disk_bytes
-
-    @property
-    def estimated_bytes(self) -> int:
-        return self.info.estimated_bytes
-
-    @property
-    def generation_defaults(self) -> Mapping[str, Any]:
-        """Sampling defaults from the model's ``generation_config.json`` (may be empty)."""
-        return self.info.generation_defaults
-
-    @property
-    def usable(self) -> bool:
-        """Could load now: no known problem and not failed."""
-        return self.info.loadable and self.state is not ModelState.FAILED
-
-    @property
-    def size_bytes(self) -> int:
-        """Measured bytes when loaded, the estimate otherwise."""
-        return self.resident_bytes or self.estimated_bytes
-
-    @property
-    def is_loaded(self) -> bool:
-        return self.state is ModelState.LOADED
-
-    def _load_elapsed(self, now: float | None) -> float | None:
-        """Seconds into a load whose length can be estimated; None otherwise."""
-        if self.state is not ModelState.LOADING or not self.expected_load_seconds:
-            return None
-        return (self.now if now is None else now) - self.load_started_at
-
-    def progress(self, now: float | None = None) -> float | None:
-        """A load's estimated progress 0..1 from past load speed; None when unknown."""
-        elapsed = self._load_elapsed(now)
-        if elapsed is None or not self.expected_load_seconds:
-            return None
-        return max(0.0, min(0.99, elapsed / self.expected_load_seconds))
-
-    def eta_seconds(self, now: float | None = None) -> float | None:
-        elapsed = self._load_elapsed(now)
-        if elapsed is None or not self.expected_load_seconds:
-            return None
-        return max(0.0, self.expected_load_seconds - elapsed)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The seed document's fields (``name``, ``use_count``, ``last_used``, ``loaded_at``,
-        ``load_time_seconds``) plus state, pin, sizes, as JSON-ready data."""
-        return {
-            "name": self.name,
-            "use_count": self.use_count,
-            "last_used": iso_seconds(self.last_used),
-            "loaded_at": iso_seconds(self.loaded_at) if self.is_loaded else None,
-            "load_time_seconds": round(self.load_time_seconds, 3) if self.load_time_seconds else None,
-            "state": self.state.value,
-            "pinned": self.pinned,
-            "size_bytes": self.size_bytes,
-            "estimated_bytes": self.estimated_bytes,
-            "resident_bytes": self.resident_bytes,
-            "in_use": self.leases,
-            "source": self.source,
-            "aliases": list(self.aliases),
-            "error": self.error,
-            "prompt_cache_bytes": self.prompt_cache_bytes,
-            "prompt_cache_disk_bytes": self.prompt_cache_disk_bytes,
-            **({"ranks": [r.to_dict() for r in self.ranks]} if self.ranks else {}),
-        }
 
 
 @dataclass(eq=False)
@@ -714,7 +573,7 @@ class ModelCache:
             store = self._prompt_caches.get(e.key)
             for pc in store.memory_items() if store is not None else ():
                 name = prompt_cache_name(e.name, pc.id)
-                items.append(_prompt_cache_stats(name, e.name, pc))
+                items.append(prompt_cache_stats(name, e.name, pc))
                 caches[name] = (e, pc.id)
         return items, caches
 
@@ -752,7 +611,7 @@ class ModelCache:
             plan = plan_admission(item.nbytes, items, snap.used_bytes, snap.total_bytes, self.thresholds,
                                   get_policy(self._settings.cache.policy), self._clock(),
                                   max_loaded=self._settings.cache.max_loaded, name=name,
-                                  incoming=_prompt_cache_stats(name, owner.name, item))
+                                  incoming=prompt_cache_stats(name, owner.name, item))
         if not plan.allowed or any(n not in caches for n in plan.evict):
             return False  # never unload a model to keep a prompt cache
         mine = [caches[n] for n in plan.evict if caches[n][0].key == key]
@@ -967,7 +826,7 @@ class ModelCache:
             if not plan.level:
                 if manual:
                     models = [s for s in loaded if s.is_model]
-                    plan = replace(plan, reason=_nothing_to_unload(models, m.keep_on_cleanup, reason))
+                    plan = replace(plan, reason=nothing_to_unload(models, m.keep_on_cleanup, reason))
                     self._event(EventKind.CLEANUP, plan.reason, cleanup="none", evict=[], deferred=[],
                                 kept=[s.name for s in models])
                 return plan
@@ -982,7 +841,7 @@ class ModelCache:
                 if name not in caches:
                     self._begin_eviction(by_name[name], why, cause)
             stores = [self._prompt_caches[v.entry.key] for v in victims if v.entry.key in self._prompt_caches]
-            message = _cleanup_message(plan, reason, manual, caches)
+            message = cleanup_message(plan, reason, manual, caches)
             plan = replace(plan, reason=message)
             self._event(EventKind.CLEANUP, message, level=logging.WARNING, cleanup=plan.level,
                         evict=list(plan.evict), deferred=list(plan.deferred), kept=list(plan.kept))
@@ -1062,55 +921,3 @@ class ModelCache:
         self._wired.apply(0, self.memory())
         if self._usage is not None:
             self._usage.close()
-
-
-def _prompt_cache_stats(name: str, model: str, pc: PromptCacheItem) -> EntryStats:
-    """A prompt cache as the policy and the planner price it, beside the models."""
-    return EntryStats(name=name, kind=PROMPT_CACHE, owner=model, size_bytes=pc.nbytes,
-                      load_time_seconds=pc.saves_seconds, recent_uses=pc.hits, use_count=len(pc.hits),
-                      last_used=pc.last_used, loaded_at=pc.created, in_use=pc.in_use)
-
-
-def _shown(names: tuple[str, ...], caches: Mapping[str, tuple[Any, str]]) -> str:
-    """Plan names in words: models by name, prompt caches counted per model."""
-    models = [n for n in names if n not in caches]
-    per_model: dict[str, int] = {}
-    for n in names:
-        if n in caches:
-            per_model[caches[n][0].name] = per_model.get(caches[n][0].name, 0) + 1
-    models += [f"{k} prompt cache{'s' if k > 1 else ''} of {m}" for m, k in per_model.items()]
-    return ", ".join(models)
-
-
-def _cleanup_message(plan: CleanupPlan, reason: str | None, manual: bool,
-                     caches: Mapping[str, tuple[Any, str]]) -> str:
-    """What a clean-up did, in words; a manual one says what was asked, not invented figures."""
-    if not manual:
-        return plan.reason + (f" ({reason})" if reason else "")
-    parts = [f"{plan.level} clean-up {reason}"]
-    if plan.evict:
-        parts.append(f"unloading {_shown(plan.evict, caches)}")
-    if plan.deferred:
-        parts.append(f"{_shown(plan.deferred, caches)} when {'its' if len(plan.deferred) == 1 else 'their'} "
-                     "request ends")
-    if plan.kept:
-        parts.append(f"keeping {_shown(plan.kept, caches)}")
-    return ": ".join(parts[:1]) + (": " + "; ".join(parts[1:]) if parts[1:] else "")
-
-
-def _nothing_to_unload(loaded: list[EntryStats], keep: int, reason: str | None) -> str:
-    """Why a clean-up asked for by hand unloaded nothing."""
-    asked = f"clean-up {reason}" if reason else "clean-up"
-    if not loaded:
-        return f"{asked}: nothing to unload, no model is loaded"
-    why = []
-    pinned = [s.name for s in loaded if s.pinned]
-    busy = [s.name for s in loaded if s.in_use and not s.pinned]
-    rest = [s.name for s in loaded if not s.pinned and not s.in_use]
-    if pinned:
-        why.append(f"{', '.join(pinned)} {'is' if len(pinned) == 1 else 'are'} pinned")
-    if busy:
-        why.append(f"{', '.join(busy)} {'is' if len(busy) == 1 else 'are'} in use")
-    if rest:
-        why.append(f"{', '.join(rest)} kept by keep_on_cleanup = {keep}")
-    return f"{asked}: nothing unloaded: " + "; ".join(why)
