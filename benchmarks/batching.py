@@ -68,7 +68,7 @@ class Plan:
     def for_mode(cls, quick: bool) -> "Plan":
         if quick:
             return cls(QUICK_SHAPE, 16, 1, 4, (8, 32))
-        return cls(SHAPE, 32, 2, 4, (8, 32))
+        return cls(SHAPE, 32, 3, 4, (8, 32))
 
 
 @dataclass
@@ -157,6 +157,40 @@ class _Bare:
         run.cpu_seconds = time.process_time() - cpu
         return run
 
+    def engine_alone(self, first: int, count: int, max_tokens: int) -> Run:
+        """One request at a time through mlx-lm's ``BatchGenerator`` (the engine's building
+        block) with mlx-tui's default sizes, on this thread's stream: no server, no queue."""
+        from mlx_lm.generate import BatchGenerator
+        from mlx_lm.sample_utils import make_sampler
+
+        eos = sorted(getattr(self.tokenizer, "eos_token_ids", ()) or ())
+        run = Run(0, 0.0)
+        cpu = time.process_time()
+        for i in range(first, first + count):
+            generator = BatchGenerator(self.model, max_tokens=max_tokens, stop_tokens=[[t] for t in eos],
+                                       completion_batch_size=8, prefill_batch_size=8, prefill_step_size=512)
+            started, first_at, tokens, detok = time.perf_counter(), None, 0, self.tokenizer.detokenizer
+            generator.insert([self.prompt(i)], max_tokens=[max_tokens], samplers=[make_sampler(0.0)])
+            done = False
+            while not done:
+                for r in generator.next()[1]:
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                    if r.finish_reason != "stop":
+                        tokens += 1
+                        detok.add_token(r.token)
+                    done = done or r.finish_reason is not None
+            generator.close()
+            detok.finalize()
+            seconds = time.perf_counter() - started
+            run.tokens += tokens
+            run.seconds += seconds
+            run.ttfts.append((first_at or started) - started)
+            run.per_request.append(tokens / seconds)
+            run.texts.append(detok.text)
+        run.cpu_seconds = time.process_time() - cpu
+        return run
+
     def batch(self, first: int, count: int, max_tokens: int) -> Run:
         from mlx_lm import batch_generate
 
@@ -220,6 +254,7 @@ def run(quick: bool = False) -> str:
             contenders: dict[str, Callable[[int], Run]] = {
                 "bare": lambda base: bare.alone(base, plan.alone, plan.max_tokens),
                 "tui alone": lambda base: _serve_many(tui, base, plan.alone, 1, plan.max_tokens),
+                "bare engine": lambda base: bare.engine_alone(base, plan.alone, plan.max_tokens),
                 "bare batch 8": lambda base: bare.batch(base, 8, plan.max_tokens),
             }
             for n in plan.concurrency:
@@ -229,7 +264,7 @@ def run(quick: bool = False) -> str:
                                                                            plan.max_tokens)
             names = list(contenders)
             for r in range(plan.rounds):
-                for name in _rotate(names, r * 3):
+                for name in _rotate(names, r * 3):  # who goes first changes
                     t = time.perf_counter()
                     # the same requests for every contender of a round (the same work)
                     result = contenders[name](r * 100)
@@ -256,6 +291,7 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
     labels = {
         "bare": f"bare `stream_generate`, {plan.alone} requests one at a time",
         "tui alone": f"mlx-tui, {plan.alone} requests one at a time",
+        "bare engine": f"bare `BatchGenerator` in process, {plan.alone} requests one at a time",
         "bare batch 8": "mlx-lm `batch_generate` in process, 8 at once (no server)",
     }
     for n in plan.concurrency:
@@ -311,6 +347,14 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
                     f"(in process), tokens / wall time of the whole request: "
                     f"{common.ratio_summary(alone)}; target at least {ALONE_TARGET:.2f}x: "
                     f"{common.verdict(statistics.median(alone) >= ALONE_TARGET)}.**")
+    per = lambda r: statistics.median(r.per_request) if r.per_request else 0.0  # noqa: E731
+    engine = _ratios(runs, "tui alone", "bare engine", per)
+    bare_vs = _ratios(runs, "bare engine", "bare", per)
+    verdicts.append(f"* One request alone, mlx-tui vs bare `BatchGenerator` in process (what the server, "
+                    f"its queue and HTTP add to the engine's own building block): "
+                    f"{common.ratio_summary(engine)}; bare `BatchGenerator` vs bare `stream_generate`: "
+                    f"{common.ratio_summary(bare_vs)} (`stream_generate` runs on a stream of its own "
+                    "and pipelines with `async_eval`; `BatchGenerator` on the thread's default stream).")
     for name, label in labels.items():
         errors = [e for r in runs[name] for e in r.errors]
         if errors:
