@@ -29,9 +29,10 @@ def port_number(text: str) -> int:
 
     try:
         return check_port("--port", int(text))
-    except ValueError as exc:  # SettingsError is a ValueError too
-        problem = exc.problem if isinstance(exc, SettingsError) else f"must be a port number 1-65535, got {text!r}"
-        raise argparse.ArgumentTypeError(problem) from None
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}") from None
 
 
 def _common_options(app: bool) -> argparse.ArgumentParser:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from textual.app import App, ComposeResult, SystemCommand
@@ -35,12 +34,13 @@ from ..core.chat import GenerationParams
 from ..core.events import CacheEvent, EventKind
 from ..core.runtime import Runtime, build_runtime
 from ..core.settings import Settings
-from .keys import key_rows, keys_markdown, unknown_binding_ids
+from .api import start_app_api
+from .keys import binding_groups, key_rows, keys_markdown, unknown_binding_ids
 from .messages import ApiStatus, CacheEventPosted, SettingsChanged
-from .names import ShownNames
+from .names import ShownNames, first_model
 from .palette import palette_commands, without_duplicates
 from .theming import AppThemes
-from .themes import DEFAULT_THEME, theme_dirs
+from .themes import theme_dirs
 from .widgets.chat import ChatInput, ChatPane, params_with_defaults
 from .widgets.event_log import LOGGED, EventLog
 from .widgets.memory_gauge import MemoryGauge
@@ -49,7 +49,7 @@ from .widgets.models_table import ModelsTable
 if TYPE_CHECKING:
     from .screens.chat_options import ChatOptions
 
-__all__ = ["MlxTuiApp", "run_app", "binding_groups"]
+__all__ = ["MlxTuiApp", "run_app"]
 
 _BUSY = (ModelState.LOADING, ModelState.QUEUED, ModelState.EVICTING)
 CHAT_REPLY_LINES = 8
@@ -134,28 +134,10 @@ class MlxTuiApp(App[int]):
 
     def _initial_model(self) -> str | None:
         """The model to chat with first, by the name the user gave (``--model demo``)."""
-        cache = self.runtime.cache
-        wanted = self._requested_model
-        if wanted:
-            try:
-                view = cache.get(wanted)
-            except UnknownModel as exc:
-                self._startup_problems.append(str(exc))
-            else:
-                if Path(wanted).expanduser().exists():  # a folder: its name, not the whole path
-                    return view.name
-                self.names.choose(view.name, wanted)
-                return wanted
-        for candidate in ("default", "demo"):
-            try:
-                view = cache.get(candidate)
-            except UnknownModel:
-                continue
-            if not view.error:
-                return view.name
-        views = cache.models()
-        usable = [v for v in views if not v.error]
-        return (usable or views)[0].name if views else None
+        model, problem = first_model(self.runtime.cache, self._requested_model, self.names)
+        if problem:
+            self._startup_problems.append(problem)
+        return model
 
     def cache_name(self, name: str | None) -> str | None:
         """The cache's own name for a model the app knows by ``name`` (None if unknown)."""
@@ -179,7 +161,8 @@ class MlxTuiApp(App[int]):
     def on_mount(self) -> None:
         settings = self.runtime.settings_store.settings
         store = self.runtime.settings_store
-        self.themes = AppThemes(self, theme_dirs(store.path), self._theme_file_problem)
+        self.themes = AppThemes(self, theme_dirs(store.path), lambda message, title: self.notify(
+            message, title=title, severity="error", timeout=10))
         self.themes.load()
         self._use_theme(settings.ui.theme)
         self.set_keymap(dict(settings.ui.keys))
@@ -255,28 +238,8 @@ class MlxTuiApp(App[int]):
     # -- the HTTP API --------------------------------------------------------------------------------
     def _start_api(self) -> None:
         """In a worker thread: start the API as ``mlx-tui serve`` does, or say why not."""
-        api = self.runtime.settings_store.settings.api
-        if not api.enabled:
-            self.post_message(ApiStatus("API off (settings)"))
-            return
-        try:
-            from ..server.serve import PortInUse, start_api
-        except ImportError as exc:
-            self.post_message(ApiStatus("API unavailable", f"API unavailable: {exc}"))
-            return
-        try:
-            server = start_api(self.runtime)
-        except PortInUse:
-            self.post_message(ApiStatus(
-                f"API off: port {api.port} in use",
-                f"port {api.port} on {api.host} is in use (another mlx-tui or Ollama?); the app "
-                "goes on without its API; set [api].port to serve on another port"))
-            return
-        except Exception as exc:  # noqa: BLE001 - the app works without its API
-            self.post_message(ApiStatus("API failed", f"API failed to start: {exc}"))
-            return
-        self.api_server = server
-        self.post_message(ApiStatus(f"API {server.url}"))
+        self.api_server, status = start_app_api(self.runtime)
+        self.post_message(status)
 
     def on_api_status(self, message: ApiStatus) -> None:
         self.api_text = message.text
@@ -362,33 +325,17 @@ class MlxTuiApp(App[int]):
         self.table.set_sort(self.table.sort_column, self.table.sort_reverse)  # policy may differ
 
     # -- themes and keys -------------------------------------------------------------------------------
-    def _theme_file_problem(self, problem: str) -> None:
-        self.notify(problem, title="Theme file ignored", severity="error", timeout=10)
-
     def _validate_theme(self, theme_name: str) -> str:
         """Every switch of theme comes here first: one that cannot be drawn is refused with a
         notification, and the theme in use stays (Textual would end the app)."""
         name = super()._validate_theme(theme_name)
-        problem = self.themes.problem(name) if self.themes is not None else None
-        if problem is None:
-            return name
-        keep = self.theme if self.themes is not None and self.themes.problem(self.theme) is None \
-            else DEFAULT_THEME
-        self.notify(f"{problem}; keeping {keep}", title="Theme", severity="error", timeout=10)
-        return keep
+        return self.themes.guard(name) if self.themes is not None else name
 
     def _use_theme(self, name: str) -> None:
         """Switch to ``name`` as the settings ask (not saved back); unknown -> the default."""
-        if name not in self.available_themes:
-            self.notify(f"theme {name!r} not found (known: {', '.join(sorted(self.available_themes))}); "
-                        f"using {DEFAULT_THEME}", title="Theme", severity="error", timeout=10)
-            name = DEFAULT_THEME
-        elif self.themes is not None and (problem := self.themes.problem(name)) is not None:
-            self.notify(f"{problem}; using {DEFAULT_THEME}", title="Theme", severity="error",
-                        timeout=10)
-            name = DEFAULT_THEME
-        self._expected_theme = name
-        self.theme = name
+        assert self.themes is not None
+        self._expected_theme = self.themes.choose(name)
+        self.theme = self._expected_theme
 
     def _on_theme_changed(self, theme: Theme) -> None:
         """A theme picked in the app (command palette, settings screen) is saved."""
@@ -528,27 +475,6 @@ def _warm_up() -> None:
         import mlx_lm  # noqa: F401
     except Exception:  # noqa: BLE001 - the first load will report it properly
         pass
-
-
-def binding_groups() -> list[tuple[str, type]]:
-    """Where each binding works, in the order the help screen and the README list them."""
-    from .screens.chat_options import ChatOptionsScreen
-    from .screens.confirm import ConfirmScreen
-    from .screens.conversations import ConversationsScreen
-    from .screens.help import HelpScreen
-    from .screens.settings import SettingsScreen
-
-    return [
-        ("Everywhere", MlxTuiApp),
-        ("Writing a message", ChatInput),
-        ("Chat", ChatPane),
-        ("Models table (tab to reach it)", ModelsTable),
-        ("Settings screen", SettingsScreen),
-        ("Chat options screen", ChatOptionsScreen),
-        ("Saved chats screen", ConversationsScreen),
-        ("Questions", ConfirmScreen),
-        ("Help screen", HelpScreen),
-    ]
 
 
 def run_app(args: argparse.Namespace) -> int:

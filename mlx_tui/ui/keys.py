@@ -14,7 +14,8 @@ from typing import Iterable, Mapping, Sequence
 
 from textual.binding import Binding
 
-__all__ = ["KeyHelp", "key_rows", "keys_markdown", "unknown_binding_ids", "display_key"]
+__all__ = ["KeyHelp", "binding_groups", "key_rows", "keys_markdown", "unknown_binding_ids",
+           "display_key"]
 
 _KEY_NAMES = {
     "question_mark": "?",
@@ -74,3 +75,28 @@ def unknown_binding_ids(keymap: Mapping[str, str], groups: Sequence[tuple[str, t
     """Ids in ``keymap`` that no binding has (a typo in ``[ui.keys]``)."""
     known = {b.id for _, cls in groups for b in _bindings(cls)}
     return sorted(set(keymap) - known)
+
+
+def binding_groups() -> list[tuple[str, type]]:
+    """Where each binding works, in the order the help screen and the README list them (the
+    classes are imported here, when asked: they import this module)."""
+    from .app import MlxTuiApp
+    from .screens.chat_options import ChatOptionsScreen
+    from .screens.confirm import ConfirmScreen
+    from .screens.conversations import ConversationsScreen
+    from .screens.help import HelpScreen
+    from .screens.settings import SettingsScreen
+    from .widgets.chat import ChatInput, ChatPane
+    from .widgets.models_table import ModelsTable
+
+    return [
+        ("Everywhere", MlxTuiApp),
+        ("Writing a message", ChatInput),
+        ("Chat", ChatPane),
+        ("Models table (tab to reach it)", ModelsTable),
+        ("Settings screen", SettingsScreen),
+        ("Chat options screen", ChatOptionsScreen),
+        ("Saved chats screen", ConversationsScreen),
+        ("Questions", ConfirmScreen),
+        ("Help screen", HelpScreen),
+    ]

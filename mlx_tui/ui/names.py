@@ -7,9 +7,13 @@ the others as aliases, in the table, the chat's title and the line under the tab
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ShownNames"]
+from ..core.cache import ModelCache
+from ..core.catalog import UnknownModel
+
+__all__ = ["ShownNames", "first_model"]
 
 
 class ShownNames:
@@ -37,3 +41,31 @@ class ShownNames:
         names = [view.name, *getattr(view, "aliases", ())]  # aliases: coming in the core
         shown = self.shown(view.name)
         return [n for n in dict.fromkeys(names) if n != shown]
+
+
+def first_model(cache: ModelCache, wanted: str | None,
+                names: ShownNames) -> tuple[str | None, str | None]:
+    """The model a chat starts with, and a problem to tell: ``wanted`` (``--model``) by the name
+    given, else ``default`` or ``demo`` when usable, else the first usable model. A folder
+    given by path is shown by its own name, not the whole path."""
+    problem = None
+    if wanted:
+        try:
+            view = cache.get(wanted)
+        except UnknownModel as exc:
+            problem = str(exc)
+        else:
+            if Path(wanted).expanduser().exists():
+                return view.name, None
+            names.choose(view.name, wanted)
+            return wanted, None
+    for candidate in ("default", "demo"):
+        try:
+            view = cache.get(candidate)
+        except UnknownModel:
+            continue
+        if not view.error:
+            return view.name, problem
+    views = cache.models()
+    usable = [v for v in views if not v.error]
+    return ((usable or views)[0].name if views else None), problem

@@ -1,9 +1,10 @@
 """The app's themes while it runs: registered from the theme files, checked before use, and
 read again when a file changes (a broken file is reported and the theme it replaced stays).
 
-:class:`AppThemes` belongs to the app, which asks it at start (:meth:`AppThemes.load`), before
-every theme switch (:meth:`AppThemes.problem`, from ``App._validate_theme``) and on a timer
-(:meth:`AppThemes.poll`). Everything runs on the event loop.
+:class:`AppThemes` belongs to the app, which asks it at start (:meth:`AppThemes.load`), which
+theme a setting names (:meth:`AppThemes.choose`), before every theme switch
+(:meth:`AppThemes.guard`, from ``App._validate_theme``) and on a timer (:meth:`AppThemes.poll`).
+Everything runs on the event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from rich.text import Text
 from textual.css.stylesheet import StylesheetParseError
 from textual.theme import BUILTIN_THEMES, Theme
 
-from .themes import PACKAGE_THEMES, ThemeError, load_theme_file
+from .themes import DEFAULT_THEME, PACKAGE_THEMES, ThemeError, load_theme_file
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -61,13 +62,14 @@ def _stylesheet_problem(error: StylesheetParseError) -> str:
 
 
 class AppThemes:
-    """Registers theme files with ``app`` and says whether a theme can be drawn."""
+    """Registers theme files with ``app`` and says whether a theme can be drawn; tells the user
+    (``notify(message, title)``) about a file or a theme that cannot be used."""
 
     def __init__(self, app: "App[object]", folders: list[Path],
-                 report: Callable[[str], None]) -> None:
+                 notify: Callable[[str, str], None]) -> None:
         self._app = app
         self._folders = ThemeFolders(folders)
-        self._report = report
+        self._notify = notify
         # Verdicts by theme object: parsing the stylesheet costs a frame or more, so each theme
         # is checked once; Textual's own and the package's are tested by the test suite.
         self._verdicts: dict[int, str | None] = {id(t): None for t in BUILTIN_THEMES.values()}
@@ -84,13 +86,13 @@ class AppThemes:
             try:
                 theme = load_theme_file(path)
             except ThemeError as exc:
-                self._report(str(exc))
+                self._notify(str(exc), "Theme file ignored")
                 continue
             if path.parent == PACKAGE_THEMES:
                 self._remember(theme, None)
             problem = self.problem(theme)
             if problem is not None:
-                self._report(f"{path}: {problem}")
+                self._notify(f"{path}: {problem}", "Theme file ignored")
                 continue
             self._app.register_theme(theme)
             in_use = in_use or theme.name == self._app.theme
@@ -98,6 +100,28 @@ class AppThemes:
             self._app.refresh_css(animate=False)
             self._app.theme_changed_signal.publish(self._app.current_theme)
         return in_use
+
+    def choose(self, name: str) -> str:
+        """The theme to use when the settings name ``name``: the default, with a word, when
+        ``name`` is unknown or cannot be drawn."""
+        if name not in self._app.available_themes:
+            known = ", ".join(sorted(self._app.available_themes))
+            self._notify(f"theme {name!r} not found (known: {known}); using {DEFAULT_THEME}", "Theme")
+            return DEFAULT_THEME
+        problem = self.problem(name)
+        if problem is not None:
+            self._notify(f"{problem}; using {DEFAULT_THEME}", "Theme")
+            return DEFAULT_THEME
+        return name
+
+    def guard(self, name: str) -> str:
+        """``name`` if it can be drawn, else the theme in use (or the default), with a word."""
+        problem = self.problem(name)
+        if problem is None:
+            return name
+        keep = self._app.theme if self.problem(self._app.theme) is None else DEFAULT_THEME
+        self._notify(f"{problem}; keeping {keep}", "Theme")
+        return keep
 
     def problem(self, theme: Theme | str) -> str | None:
         """Why ``theme`` cannot be drawn (its variables are not valid CSS...), or None.

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlx_tui.ui.app import binding_groups
 from mlx_tui.ui.format import clock_time, duration, seconds
-from mlx_tui.ui.keys import key_rows, keys_markdown
+from mlx_tui.ui.keys import binding_groups, key_rows, keys_markdown
 from mlx_tui.ui.screens.settings import parse_fraction
 from mlx_tui.ui.themes import ThemeError, load_theme_file, scan_themes, theme_dirs
 

@@ -99,7 +99,8 @@ class EventLog(RichLog):
 
     def _write(self, label: str, message: str, at: float, severity: str | None) -> str:
         stamp = datetime.fromtimestamp(at).strftime("%H:%M:%S")
-        head = Text.assemble((stamp + " ", "dim"), (f"{label:<8} ", self._colour(severity) + Style(bold=True)))
+        label_style = self._colour(severity) + Style(bold=True)
+        head = Text.assemble((stamp + " ", "dim"), (f"{label:<8} ", label_style))
         grid = Table.grid()
         grid.add_column(width=HEAD_WIDTH, no_wrap=True)
         grid.add_column(overflow="fold")
