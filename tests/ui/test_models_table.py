@@ -251,8 +251,9 @@ async def test_a_clean_up_from_the_table_says_what_happened(make_app) -> None:
         await focus_table(pilot, app)
         await press_in_table(pilot, app, "u")
         await app.workers.wait_for_complete()
-        await until(pilot, lambda: any("Clean-up: Nothing was unloaded" in n for n in notes(app)),
-                    what="the word that nothing went")  # one model, and one is kept
+        await until(pilot, lambda: any(n.startswith("Nothing unloaded: ") and "keep_on_cleanup" in n
+                                       for n in notes(app)),
+                    what="the word that nothing went, and why")  # one model, and one is kept
 
         cache.load("tiny-a").result()
         await until(pilot, lambda: state(app, "tiny-a") == "loaded", what="tiny-a to load")

@@ -475,10 +475,9 @@ class ModelsTable(DataTable):
         """In a worker: a clean-up asked from here (the cache's event adds the memory figure of
         the moment); one that unloads nothing says so, and why (the cache's plan tells)."""
         plan = self._cache.cleanup(level, reason="asked from the table")
-        if not plan.evict and not plan.deferred:
-            why = plan.reason or "nothing is loaded"
-            self.app.call_from_thread(self.notify, f"Nothing was unloaded: {why}",
-                                      title="Clean-up", timeout=8)
+        if not plan.evict and not plan.deferred:  # the plan's reason says why (pinned, kept...)
+            self.app.call_from_thread(self.notify, plan.reason or "no model could be unloaded",
+                                      title="Nothing unloaded", timeout=8)
 
     def action_cleanup(self) -> None:
         self._in_thread(lambda: self._cleanup("normal"), "clean-up")
