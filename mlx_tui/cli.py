@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default from settings)")
     serve.add_argument("--port", type=port_number, default=None,
                        help="port (default from settings)")
+    from .distributed.serve import add_distributed_arguments  # standard library only
+
+    add_distributed_arguments(serve)
     status = sub.add_parser("status", parents=[without_app],
                             help="models of a running instance, like `ollama ps`")
     status.add_argument("--json", action="store_true", help="print the JSON of GET /")
@@ -126,6 +129,10 @@ def _main(argv: list[str] | None) -> int:
                 print(NEEDS_A_TERMINAL.format(what=what), file=sys.stderr)
                 return 2
     _setup_logging(args.log_file, to_stderr=(command == "serve"))
+    if command == "serve" and getattr(args, "hostfile", None):
+        from .distributed.serve import run_distributed_serve
+
+        return run_distributed_serve(args)
     if command == "serve":
         from .server.serve import run_serve
 

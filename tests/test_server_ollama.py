@@ -341,3 +341,19 @@ def test_the_ollama_port_gets_its_own_socket_and_a_taken_one_says_which_setting(
     assert [s.getsockname()[1] for s in both] == [main.getsockname()[1], port]
     for sock in both:
         sock.close()
+
+
+def test_with_an_ollama_port_set_ollama_clients_find_the_same_app_there_too(
+        runtime_factory: Callable[..., Runtime], models: dict[str, str]) -> None:
+    from mlx_tui.devtools.ports import free_port
+
+    port = free_port()
+    runtime = runtime_factory(models, api={"ollama_port": port})
+    with serving(runtime) as server:
+        with ollama.Client(host=f"http://127.0.0.1:{port}", timeout=60) as there:
+            names = {m.model for m in there.list().models}
+            reply = there.chat("alpha", GREETING, options=SHORT)
+        assert {"alpha", "beta"} <= {n.removesuffix(":latest") for n in names}
+        assert reply.message.content is not None and reply.done
+        assert runtime.cache.get("alpha").use_count == 1, "one cache behind both ports"
+        assert httpx.get(f"{server.url}/api/version", timeout=10).status_code == 200

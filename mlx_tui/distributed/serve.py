@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from .hostfile import BACKENDS, Hostfile, HostfileError
 
@@ -54,15 +53,13 @@ def _fail(message: str) -> int:
 
 
 def run_distributed_serve(args: argparse.Namespace) -> int:
-    """Serve until SIGTERM or SIGINT (exit 0); a bad hostfile, an unknown model or a taken
-    port prints why and returns 2."""
-    import mlx.core  # noqa: F401 - before any thread (see server.serve.run_serve)
-
+    """``mlx-tui serve --hostfile``: :func:`mlx_tui.server.serve.run_serve` with ``--model``
+    served across the hostfile's hosts and loaded at start (the log says ``NAME ready on N hosts
+    in S s``). A bad hostfile or an unknown model prints why and returns 2."""
     from ..core.catalog import UnknownModel
-    from ..server.serve import ApiServerError, start_api
+    from ..server.serve import run_serve
     from .group import GroupSettings
     from .loader import DistributedSpec
-    from .wiring import build_runtime_with_hosts
 
     started = time.perf_counter()
     if not getattr(args, "model", None):
@@ -74,54 +71,25 @@ def run_distributed_serve(args: argparse.Namespace) -> int:
     except HostfileError as exc:
         return _fail(str(exc))
     spec = DistributedSpec(hostfile, args.pipeline, GroupSettings(
-        backend=backend, python=args.rank_python or sys.executable,
-        rank_timeout=args.rank_timeout))
-    runtime, stop_hosts = build_runtime_with_hosts(args.settings, db_path=args.db,
-                                                   extra={args.model: spec})
-    cache = runtime.cache
-    try:
-        view = cache.get(args.model)
-    except UnknownModel as exc:
-        runtime.close()
-        stop_hosts()
-        return _fail(str(exc))
-    try:
-        server = start_api(runtime, args.host, args.port)
-    except ApiServerError as exc:
-        runtime.close()
-        stop_hosts()
-        return _fail(str(exc))
-    stop = threading.Event()
+        backend=backend, python=args.rank_python or sys.executable, rank_timeout=args.rank_timeout))
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s received, shutting down", signal.Signals(signum).name)
-        stop.set()
+    def load_it(runtime: Any) -> None:
+        try:
+            name = runtime.cache.get(args.model).name
+        except UnknownModel as exc:
+            log.error("%s", exc)
+            return
 
-    def on_loaded(future: object) -> None:
-        error = future.exception()  # type: ignore[attr-defined]
-        if error is not None:
-            log.error("%s: not loaded: %s", view.name, error)
-        else:
-            log.info("%s ready on %d hosts in %.2f s", view.name, hostfile.size,
-                     time.perf_counter() - started)
+        def on_loaded(future: Any) -> None:
+            error = future.exception()
+            if error is not None:
+                log.error("%s: not loaded: %s", name, error)
+            else:
+                log.info("%s ready on %d hosts in %.2f s", name, hostfile.size, time.perf_counter() - started)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    code = 0
-    try:
-        runtime.start(preload=True)
-        cache.load(view.name, reason="serve --hostfile").add_done_callback(on_loaded)
-        while not stop.wait(0.5):
-            if not server.running:
-                log.error("the API server thread ended; exiting")
-                code = 1
-                break
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        server.stop()
-        runtime.close()
-        stop_hosts()
-    return code
+        runtime.cache.load(name, reason="serve --hostfile").add_done_callback(on_loaded)
+
+    return run_serve(args, extra={args.model: spec}, on_started=load_it)
 
 
 def main(argv: list[str] | None = None) -> int:

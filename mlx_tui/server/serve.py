@@ -20,9 +20,10 @@ import socket
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..core.runtime import Runtime, build_runtime
+from ..core.runtime import Runtime
+from .ollama_listener import listening_sockets
 
 if TYPE_CHECKING:
     import uvicorn
@@ -138,12 +139,13 @@ class ApiServer:
             )
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]  # the real one when asked for port 0
+        socks = listening_sockets(sock, self.host, self.runtime.settings_store.settings.api.ollama_port, _bind)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", http="h11",
             ws="none", loop="asyncio", timeout_graceful_shutdown=3,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="api-server",
+        self._thread = threading.Thread(target=self._serve, args=(socks,), name="api-server",
                                         daemon=True)
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT
@@ -156,15 +158,16 @@ class ApiServer:
             raise ApiServerError(f"the API did not start on {self.url}: {why}")
         log.info("API listening on %s%s", self.url, " (API key required)" if self.api_key else "")
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, socks: list[socket.socket]) -> None:
         assert self._server is not None
         try:
-            self._server.run(sockets=[sock])
+            self._server.run(sockets=socks)
         except BaseException as exc:  # noqa: BLE001 - reported by start() or in the log
             self._error = exc
             log.exception("the API server stopped")
         finally:
-            sock.close()
+            for sock in socks:
+                sock.close()
 
     def stop(self) -> None:
         """Cancel the replies under way, stop serving, and wait for the server thread."""
@@ -195,26 +198,33 @@ def start_api(runtime: Runtime, host: str | None = None, port: int | None = None
     return server
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, extra: Mapping[str, Any] | None = None,
+              on_started: Callable[[Runtime], None] | None = None) -> int:
     """``mlx-tui serve``: the API in the foreground until SIGTERM or SIGINT; exit code 0.
 
-    A taken port or an unsafe bind prints why on stderr and returns 2.
+    A taken port or an unsafe bind prints why on stderr and returns 2. Models that settings.toml
+    (``[models.NAME]`` with a hostfile) or ``extra`` (``--hostfile``) serve across machines
+    load through their ranks; ``on_started`` runs once the API answers.
     """
     # Imported here, before any thread: a memory probe that runs while a load thread is
     # still importing mlx.core meets a half-initialised module (core/memory.py, reported).
     import mlx.core  # noqa: F401
 
-    runtime = build_runtime(args.settings, db_path=args.db)
+    from ..distributed.wiring import build_runtime_with_hosts
+
+    runtime, stop_hosts = build_runtime_with_hosts(args.settings, db_path=args.db, extra=extra)
     try:
         server = start_api(runtime, args.host, args.port)
     except ApiServerError as exc:
         runtime.close()
+        stop_hosts()
         print(f"mlx-tui serve: {exc}", file=sys.stderr)
         return 2
+    for problem in runtime.problems:
+        print(f"mlx-tui serve: {problem}", file=sys.stderr)
     store = runtime.settings_store
-    preloads = getattr(runtime, "monitor", runtime.cache)  # the preloads' owner (moving to a monitor)
     log.info("settings: %s (%s); preloading %s", store.path, store.source,
-             ", ".join(preloads.preload_names()) or "nothing")
+             ", ".join(runtime.monitor.preload_names()) or "nothing")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -225,6 +235,8 @@ def run_serve(args: argparse.Namespace) -> int:
     code = 0
     try:
         runtime.start(preload=True)
+        if on_started is not None:
+            on_started(runtime)
         while not stop.wait(0.5):
             if not server.running:
                 log.error("the API server thread ended; exiting")
@@ -235,4 +247,5 @@ def run_serve(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         server.stop()
         runtime.close()
+        stop_hosts()
     return code

@@ -32,7 +32,7 @@ from ..core.cache import ModelState
 from ..core.catalog import UnknownModel
 from ..core.chat import GenerationParams
 from ..core.events import CacheEvent, EventKind
-from ..core.runtime import Runtime, build_runtime
+from ..core.runtime import Runtime
 from ..core.settings import Settings
 from .api import start_app_api
 from .keys import binding_groups, key_rows, keys_markdown, unknown_binding_ids
@@ -187,7 +187,7 @@ class MlxTuiApp(App[int]):
             self.event_log.add_line("settings", f"{store.error}; using defaults until it is "
                                     "fixed", self._now(), "error")
             self._startup_problems.append(f"settings not applied, using defaults: {store.error}")
-        for problem in self._startup_problems:
+        for problem in [*self.runtime.problems, *self._startup_problems]:
             self.notify(problem, severity="error", timeout=10)
         self.query_one(ChatInput).focus()
         self.call_after_refresh(self._start_background)
@@ -479,11 +479,15 @@ def _warm_up() -> None:
 
 def run_app(args: argparse.Namespace) -> int:
     """``mlx-tui``: build the runtime, run the app, close everything (even mid-load)."""
-    runtime = build_runtime(getattr(args, "settings", None), db_path=getattr(args, "db", None))
+    from ..distributed.wiring import build_runtime_with_hosts  # plain build_runtime unless configured
+
+    runtime, stop_hosts = build_runtime_with_hosts(getattr(args, "settings", None),
+                                                   db_path=getattr(args, "db", None))
     try:
         app = MlxTuiApp(runtime, model=getattr(args, "model", None),
                         api=not getattr(args, "no_api", False))
         result = app.run()
     finally:
         runtime.close()
+        stop_hosts()
     return int(result or 0)
