@@ -82,6 +82,8 @@ class Run:
     texts: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0  # the server's (or, in process, this process's) CPU time
+    prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server read from its prompt cache
 
     @property
     def tok_s(self) -> float:
@@ -112,6 +114,8 @@ def _serve_many(server: common.ServerProcess, first: int, count: int, concurrenc
         cpu = server.cpu_seconds() - cpu
     run = Run(sum(r.completion_tokens for r in results), seconds, cpu_seconds=cpu)
     for r in results:
+        run.prompt_tokens += r.prompt_tokens
+        run.cached_tokens += r.cached_tokens
         if not r.ok:
             run.errors.append(r.error)
             continue
@@ -150,6 +154,7 @@ class _Bare:
                 tokens = r.generation_tokens
             seconds = time.perf_counter() - started
             run.tokens += tokens
+            run.prompt_tokens += len(self.prompt(i))
             run.seconds += seconds
             run.ttfts.append((first_at or started) - started)
             run.per_request.append(tokens / seconds)
@@ -184,6 +189,7 @@ class _Bare:
             detok.finalize()
             seconds = time.perf_counter() - started
             run.tokens += tokens
+            run.prompt_tokens += len(self.prompt(i))
             run.seconds += seconds
             run.ttfts.append((first_at or started) - started)
             run.per_request.append(tokens / seconds)
@@ -199,7 +205,7 @@ class _Bare:
         result = batch_generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, verbose=False)
         seconds = time.perf_counter() - started
         return Run(int(result.stats.generation_tokens), seconds, texts=list(result.texts),
-                   cpu_seconds=time.process_time() - cpu)
+                   cpu_seconds=time.process_time() - cpu, prompt_tokens=sum(len(p) for p in prompts))
 
 
 def _matmul_ceiling(hidden: int, batch: int = 8, repeats: int = 20) -> tuple[float, float]:
@@ -255,19 +261,22 @@ def run(quick: bool = False) -> str:
                 "bare": lambda base: bare.alone(base, plan.alone, plan.max_tokens),
                 "tui alone": lambda base: _serve_many(tui, base, plan.alone, 1, plan.max_tokens),
                 "bare engine": lambda base: bare.engine_alone(base, plan.alone, plan.max_tokens),
-                "bare batch 8": lambda base: bare.batch(base, 8, plan.max_tokens),
+                "bare batch 8": lambda base: bare.batch(base + 800, 8, plan.max_tokens),
             }
             for n in plan.concurrency:
-                contenders[f"tui {n}"] = lambda base, n=n: _serve_many(tui, base, n, n, plan.max_tokens)
-                contenders[f"lm {n}"] = lambda base, n=n: _serve_many(lm, base, n, n, plan.max_tokens)
-            contenders[f"tui {WIDE_BATCH} wide"] = lambda base: _serve_many(tui32, base, WIDE_BATCH, WIDE_BATCH,
+                contenders[f"tui {n}"] = lambda base, n=n: _serve_many(tui, base + 100 * n, n, n, plan.max_tokens)
+                contenders[f"lm {n}"] = lambda base, n=n: _serve_many(lm, base + 100 * n, n, n, plan.max_tokens)
+            contenders[f"tui {WIDE_BATCH} wide"] = lambda base: _serve_many(tui32, base + 100 * WIDE_BATCH,
+                                                                           WIDE_BATCH, WIDE_BATCH,
                                                                            plan.max_tokens)
             names = list(contenders)
             for r in range(plan.rounds):
                 for name in _rotate(names, r * 3):  # who goes first changes
                     t = time.perf_counter()
-                    # the same requests for every contender of a round (the same work)
-                    result = contenders[name](r * 100)
+                    # Requests of a round: the same ones for contenders that compare (one at a time:
+                    # bare, engine, mlx-tui; n at once: each server and batch_generate), new ones for
+                    # each contender of one server (so no server reads a prompt it has seen).
+                    result = contenders[name](r * 10_000)
                     runs.setdefault(name, []).append(result)
                     log(f"round {r + 1}/{plan.rounds}: {name}: {result.tokens} tokens, "
                         f"{result.tok_s:.1f} tok/s ({time.perf_counter() - t:.1f} s)")
@@ -276,6 +285,11 @@ def run(quick: bool = False) -> str:
     total = time.perf_counter() - started
     return _report(quick, plan, runs, desc, total, load_before, (gemv, gemm), tui_threads,
                    tui_log.count("Traceback"))
+
+
+def _prompt_cell(r: Run) -> str:
+    """Prompt tokens of the round and how many the server read from its prompt cache."""
+    return f"{r.prompt_tokens:,} ({r.cached_tokens:,})" if r.prompt_tokens else "-"
 
 
 def _ratios(runs: dict[str, list[Run]], a: str, b: str, what: Callable[[Run], float]) -> list[float]:
@@ -299,7 +313,8 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
         labels[f"lm {n}"] = f"`mlx_lm.server`, {n} at once"
     labels[f"tui {WIDE_BATCH} wide"] = f"mlx-tui with `[engine].max_batch = {WIDE_BATCH}`, {WIDE_BATCH} at once"
     rows = ["| contender | total tok/s | vs mlx-tui one at a time | TTFT median s | tok/s per request (median) "
-            "| CPU ms per token | tokens | errors |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| CPU ms per token | tokens | prompt tokens (cached) | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, label in labels.items():
         ratio = statistics.median(_ratios(runs, name, "tui alone", tok_s))
         ttft = [t for r in runs[name] for t in r.ttfts]
@@ -309,6 +324,7 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
                     f"{statistics.median(per) if per else 0:.1f} | "
                     f"{med(name, lambda r: r.cpu_seconds / r.tokens if r.tokens else 0.0) * 1000:.0f} | "
                     f"{runs[name][0].tokens} | "
+                    f"{_prompt_cell(runs[name][0])} | "
                     f"{sum(len(r.errors) for r in runs[name])} |")
     verdicts = []
     for n in plan.concurrency:

@@ -1,6 +1,9 @@
 """What the benchmark modules share: logging, the offline environment, work folders and the
 model folders built in them, settings files, the machine's load, ratio and verdict formatting,
 and the ``main()`` that runs one module on its own (``python -m benchmarks.NAME [--quick]``).
+For the benchmarks that talk to real servers: server processes (``mlx-tui serve``,
+``mlx_lm.server``, an ``ApiServer`` in a child process) with their threads, RSS and CPU time, an
+OpenAI chat client that records time to first token and usage, percentiles, ``/metrics`` sums.
 
 Nothing here measures anything; each module keeps its own method and its own report.
 """
