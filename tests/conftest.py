@@ -19,8 +19,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from mlx_tui.core.loader import LoadedModel, MlxLoader, ModelLoader  # noqa: E402
 from mlx_tui.core.memory import FixedMemoryProbe, MemoryProbe  # noqa: E402
 from mlx_tui.core.runtime import Runtime, build_runtime  # noqa: E402
-from mlx_tui.core.settings import Settings, parse_settings, write_settings  # noqa: E402
+from mlx_tui.core.settings import write_settings  # noqa: E402
 from mlx_tui.devtools.modelgen import write_random_model  # noqa: E402
+from mlx_tui.devtools.settings_files import isolated_settings  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -65,16 +66,8 @@ MLX_THREAD_SLACK = 64
 a model's worker) keeps its own random key, 8 bytes, for the life of the process."""
 
 
-def make_settings(models: dict[str, str], **sections: dict[str, Any]) -> Settings:
-    """Settings with only ``models`` known (no folder or Hugging Face scans, no preload)."""
-    data: dict[str, Any] = {
-        "models": models,
-        "catalog": {"dirs": [], "huggingface_cache": False},
-        "cache": {"preload": []},
-    }
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    return parse_settings(data)
+make_settings = isolated_settings
+"""Settings with only ``models`` known (no folder or Hugging Face scans, no preload)."""
 
 
 @pytest.fixture

@@ -466,7 +466,7 @@ class ModelCache:
                     self._event(
                         EventKind.LOAD_STARTED,
                         f"{entry.name}: loading {format_bytes(entry.info.estimated_bytes)}"
-                        + (f", about {expected:.1f} s" if expected else ""),
+                        + (f", about {expected:.{1 if expected >= 1 else 2}f} s" if expected else ""),
                         entry.name, expected_seconds=expected,
                     )
             loaded = self._loader.load(entry.info)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from .planner import CLEANUP_MODES, CleanupMode, Thresholds
-from .policy import DEFAULT_POLICY, POLICIES
+from .policy import DEFAULT_POLICY, get_policy
 
 __all__ = [
     "MemorySettings",
@@ -381,12 +381,10 @@ def _check_ranges(s: Settings, path: Path | None) -> None:
         raise SettingsError(
             path, "memory.cleanup", f"must be one of {', '.join(CLEANUP_MODES)}, got {m.cleanup!r}"
         )
-    if s.cache.policy not in POLICIES:
-        raise SettingsError(
-            path,
-            "cache.policy",
-            f"unknown policy {s.cache.policy!r} (known: {', '.join(sorted(POLICIES))})",
-        )
+    try:
+        get_policy(s.cache.policy)
+    except KeyError as exc:  # one wording of the message, the policy module's
+        raise SettingsError(path, "cache.policy", str(exc.args[0])) from None
     check_port("api.port", s.api.port, path)
     if s.api.ollama_port:
         check_port("api.ollama_port", s.api.ollama_port, path)
