@@ -108,12 +108,24 @@ def _setup_logging(log_file: Path | None, to_stderr: bool) -> None:
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+NO_MLX_BACKEND = (
+    "mlx-tui: MLX has no backend installed here ({error}). On Linux pick one: "
+    "pip install 'mlx-tui[cpu]' (any machine), 'mlx-tui[cuda13]' or 'mlx-tui[cuda12]' (NVIDIA); "
+    "on a Mac plain `pip install mlx-tui` brings Metal."
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C during start-up or a blocking call: no traceback
         print("mlx-tui: interrupted", file=sys.stderr)
         return 130
+    except ImportError as exc:  # `pip install mlx-tui` on Linux gives MLX without a backend
+        if "libmlx" not in str(exc) and getattr(exc, "name", "") not in ("mlx.core", "mlx"):
+            raise
+        print(NO_MLX_BACKEND.format(error=exc), file=sys.stderr)
+        return 2
 
 
 def _main(argv: list[str] | None) -> int:

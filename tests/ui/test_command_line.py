@@ -83,3 +83,15 @@ def test_the_package_metadata_has_no_deprecated_license_table() -> None:
         dist = apply_configuration(Distribution(), REPO / "pyproject.toml")
     assert [str(w.message) for w in caught] == []
     assert dist.metadata.license_expression == "MIT"
+
+
+def test_mlx_without_a_backend_says_which_extra_to_install(monkeypatch, capsys) -> None:
+    import mlx_tui.cli as cli
+
+    def no_backend(_argv):
+        raise ImportError("libmlx.so: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(cli, "_main", no_backend)
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "mlx-tui[cpu]" in err and "mlx-tui[cuda13]" in err and "libmlx.so" in err
