@@ -10,9 +10,9 @@ from mlx_tui.core.store import Store
 
 def test_a_new_database_is_created_at_the_latest_schema(tmp_path: Path) -> None:
     store = Store(tmp_path / "deep" / "db.sqlite")
-    assert store.schema_version == 2
+    assert store.schema_version == 3
     store.close()
-    assert sqlite3.connect(tmp_path / "deep" / "db.sqlite").execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(tmp_path / "deep" / "db.sqlite").execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_an_old_database_is_upgraded_in_steps_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_an_old_database_is_upgraded_in_steps_and_keeps_its_rows(tmp_path: Path)
     old.commit()
     old.close()
     store = Store(path)
-    assert store.schema_version == 2
+    assert store.schema_version == 3
     assert store.usage()["qwen"].use_count == 50
     assert store.conversations() == []
 
@@ -64,3 +64,33 @@ def test_a_conversation_is_kept_with_its_messages_and_figures(tmp_path: Path) ->
     assert messages[1].stats["tokens"] == 3
     again.delete_conversation(cid)
     assert again.conversations() == [] and again.messages(cid) == []
+
+
+def test_a_conversation_remembers_the_host_it_was_with(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite")
+    here = store.create_conversation("Here", "demo")
+    there = store.create_conversation("On the studio", "qwen", host="studio")
+    store.close()
+
+    again = Store(tmp_path / "db.sqlite")
+    hosts = {c.id: (c.model, c.host) for c in again.conversations()}
+    assert hosts == {here: ("demo", None), there: ("qwen", "studio")}
+    again.update_conversation(here, host="laptop", model="phi")
+    assert {c.id: (c.model, c.host) for c in again.conversations()}[here] == ("phi", "laptop")
+
+
+def test_conversations_saved_before_hosts_existed_are_from_this_machine(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    old = Store(path)
+    cid = old.create_conversation("Old chat", "demo", "Be brief.")
+    old.add_message(cid, "user", "hello")
+    old.close()
+    db = sqlite3.connect(path)  # back to the schema of version 2: no host column
+    db.executescript("ALTER TABLE conversation DROP COLUMN host; PRAGMA user_version = 2;")
+    db.close()
+
+    store = Store(path)
+    assert store.schema_version == 3
+    [conv] = store.conversations()
+    assert (conv.title, conv.model, conv.host) == ("Old chat", "demo", None)
+    assert [m.content for m in store.messages(cid)] == ["hello"]

@@ -49,6 +49,10 @@ _MIGRATIONS: list[str] = [
         created_at REAL NOT NULL
     );
     """,
+    # 3: the host a conversation was with (NULL: this machine; else a [[remotes]] name)
+    """
+    ALTER TABLE conversation ADD COLUMN host TEXT;
+    """,
 ]
 
 
@@ -79,6 +83,8 @@ class ConversationRow:
     params: dict[str, Any]
     created_at: float
     updated_at: float
+    host: str | None = None
+    """The remote host the conversation was with (None: this machine)."""
 
 
 @dataclass(frozen=True)
@@ -160,18 +166,19 @@ class Store:
 
     # -- conversations ---------------------------------------------------------------------------
     def create_conversation(self, title: str, model: str, system_prompt: str = "",
-                            params: dict[str, Any] | None = None) -> int:
+                            params: dict[str, Any] | None = None, host: str | None = None) -> int:
+        """A new conversation with ``model`` on ``host`` (None: this machine)."""
         now = time.time()
         with self._lock:
             cur = self._db.execute(
-                "INSERT INTO conversation(title, model, system_prompt, params, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (title, model, system_prompt, json.dumps(params or {}), now, now),
+                "INSERT INTO conversation(title, model, system_prompt, params, created_at, "
+                "updated_at, host) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (title, model, system_prompt, json.dumps(params or {}), now, now, host),
             )
             return int(cur.lastrowid)
 
     def update_conversation(self, conversation_id: int, **fields: Any) -> None:
-        allowed = {"title", "model", "system_prompt", "params"}
+        allowed = {"title", "model", "system_prompt", "params", "host"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
@@ -200,11 +207,12 @@ class Store:
     def conversations(self, limit: int = 200) -> list[ConversationRow]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, title, model, system_prompt, params, created_at, updated_at "
+                "SELECT id, title, model, system_prompt, params, created_at, updated_at, host "
                 "FROM conversation ORDER BY updated_at DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [ConversationRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6]) for r in rows]
+        return [ConversationRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7])
+                for r in rows]
 
     def messages(self, conversation_id: int) -> list[MessageRow]:
         with self._lock:
