@@ -53,11 +53,14 @@ def _common_options(app: bool) -> argparse.ArgumentParser:
                             help="model to chat with first (alias, folder name or path)")
         common.add_argument("--no-api", action="store_true", default=quiet,
                             help="do not start the HTTP API from the app")
+        common.add_argument("--remote", action="append", default=quiet, metavar="NAME|URL",
+                            help="also show this mlx-tui instance (a [[remotes]] name or a URL) "
+                                 "for this run, and open on it; may be given again")
     return common
 
 
 _DEFAULTS = {"settings": None, "db": None, "log_file": None, "model": None, "no_api": False,
-             "command": None}
+             "remote": (), "command": None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[without_app],
                             help="models of a running instance, like `ollama ps`")
     status.add_argument("--json", action="store_true", help="print the JSON of GET /")
+    status.add_argument("--all", action="store_true",
+                        help="every host: this machine's instance and each [[remotes]] table; "
+                             "exit 1 when one does not answer")
     status.add_argument("--url", default=None,
                         help="instance address, e.g. 127.0.0.1:11435 (default from settings)")
     status.add_argument("--port", type=port_number, default=None,

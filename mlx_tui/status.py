@@ -139,7 +139,12 @@ def render_local(local: dict[str, Any]) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """Print a running instance's cached models; exit 1 (with local facts) if none answers."""
+    """Print a running instance's cached models; exit 1 (with local facts) if none answers.
+    With ``--all``, every configured host (:mod:`mlx_tui.status_all`)."""
+    if getattr(args, "all", False):
+        from .status_all import run_status_all
+
+        return run_status_all(args)
     path, source = find_settings_path(getattr(args, "settings", None))
     store = SettingsStore(path, source)
     if store.error is not None:
