@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from . import common
 
@@ -363,7 +363,9 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
                     f"(in process), tokens / wall time of the whole request: "
                     f"{common.ratio_summary(alone)}; target at least {ALONE_TARGET:.2f}x: "
                     f"{common.verdict(statistics.median(alone) >= ALONE_TARGET)}.**")
-    per = lambda r: statistics.median(r.per_request) if r.per_request else 0.0  # noqa: E731
+    def per(r: Run) -> float:
+        return statistics.median(r.per_request) if r.per_request else 0.0
+
     engine = _ratios(runs, "tui alone", "bare engine", per)
     bare_vs = _ratios(runs, "bare engine", "bare", per)
     verdicts.append(f"* One request alone, mlx-tui vs bare `BatchGenerator` in process (what the server, "

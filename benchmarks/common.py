@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from contextlib import AbstractContextManager, contextmanager
@@ -229,7 +230,6 @@ def server_process(name: str, argv: Sequence[str], url: str, model: str, log_pat
     it; at the end SIGTERM, then SIGKILL after 30 s. Raises with the log's tail when the
     process exits or does not answer in time."""
     import signal
-    import subprocess
     import time
 
     log_path.parent.mkdir(parents=True, exist_ok=True)

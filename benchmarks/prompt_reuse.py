@@ -93,6 +93,7 @@ class _Texts:
 
     def __init__(self, folder: Path) -> None:
         from pydoc_data.topics import topics
+
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
