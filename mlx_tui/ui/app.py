@@ -84,6 +84,8 @@ class MlxTuiApp(App[int]):
                 tooltip="Thresholds, clean-up, policy, polling, theme; saved to settings.toml"),
         Binding("ctrl+l", "toggle_log", "Events", id="toggle-log",
                 tooltip="Show or hide the event log"),
+        Binding("ctrl+g,k", "prompt_caches", "Prompts", id="prompt-caches", show=False,
+                tooltip="Prompt caches: each one's model, tokens, memory or disk, value; drop one"),
         Binding("ctrl+f", "zoom", "Zoom", id="zoom",
                 tooltip="Make the focused pane fill the screen, or restore it"),
         Binding("ctrl+q,ctrl+c", "quit", "Quit", id="quit", priority=True, key_display="^q",
@@ -412,6 +414,11 @@ class MlxTuiApp(App[int]):
         from .screens.settings import SettingsScreen
 
         self.push_screen(SettingsScreen(self.runtime.settings_store, sorted(self.available_themes)))
+
+    def action_prompt_caches(self) -> None:
+        from .screens.prompt_caches import PromptCachesScreen
+
+        self.push_screen(PromptCachesScreen(self.runtime.cache, self.names, model=self.table.selected))
 
     def action_toggle_log(self) -> None:
         self.query_one("#lower").toggle_class("show-log")

@@ -85,6 +85,7 @@ def binding_groups() -> list[tuple[str, type]]:
     from .screens.confirm import ConfirmScreen
     from .screens.conversations import ConversationsScreen
     from .screens.help import HelpScreen
+    from .screens.prompt_caches import PromptCachesScreen
     from .screens.settings import SettingsScreen
     from .widgets.chat import ChatInput, ChatPane
     from .widgets.models_table import ModelsTable
@@ -97,6 +98,7 @@ def binding_groups() -> list[tuple[str, type]]:
         ("Settings screen", SettingsScreen),
         ("Chat options screen", ChatOptionsScreen),
         ("Saved chats screen", ConversationsScreen),
+        ("Prompt caches screen", PromptCachesScreen),
         ("Questions", ConfirmScreen),
         ("Help screen", HelpScreen),
     ]

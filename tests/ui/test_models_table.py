@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Callable
 
+from mlx_tui.core.cache import ModelState
+from mlx_tui.core.chat import ChatMessage
+from mlx_tui.core.memory import MemorySnapshot
 from mlx_tui.core.units import format_bytes
 from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.screens.confirm import ConfirmScreen
-from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable
+from mlx_tui.distributed.views import RankView
+from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable, short_bytes
 
-from .helpers import focus_table, notes, press_in_table, select_row, type_text, until
+from .helpers import (QUICK, focus_table, notes, press_in_table, screen_lines, select_row,
+                      type_text, until)
 
 
 def state(app: MlxTuiApp, name: str) -> str:
@@ -86,6 +92,14 @@ async def test_clean_ups_from_the_table(make_app) -> None:
         assert any("emergency clean-up" in line for line in app.event_log.lines_written)
 
 
+def _bytes_of(text: str) -> float:
+    """``545 KB`` -> bytes (``0`` is zero)."""
+    if text == "0":
+        return 0
+    number, unit = text.split()
+    return float(number) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+
+
 def _sort_value(column: str, text: str) -> object:
     """Turn a cell back into something comparable, as a reader would."""
     if column == "state":
@@ -96,6 +110,8 @@ def _sort_value(column: str, text: str) -> object:
             return 0
         number, unit = text.lstrip("~").split()
         return float(number) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+    if column == "prompt_cache":
+        return (0, 0) if text == "-" else tuple(_bytes_of(part) for part in text.split("/"))
     if column in ("uses",):
         return int(text)
     if column in ("last_used", "loaded_at"):
@@ -111,11 +127,12 @@ async def test_sort_by_every_column_with_keys_and_clicks(
         make_runtime, tiny_models, model_factory: Callable[..., object]) -> None:
     models = {**tiny_models, "tiny-wide": str(model_factory("tiny-wide", hidden_size=128, seed=3)),
               "not-here": "mlx-community/not-downloaded-4bit"}
-    runtime = make_runtime(models, cache={"policy": "frequency"})
+    runtime = make_runtime(models, cache={"policy": "frequency"}, prompt_cache={"min_tokens": 8})
     cache = runtime.cache
-    cache.acquire("tiny-a").release()
-    cache.acquire("tiny-a").release()
-    cache.acquire("tiny-wide").release()
+    runtime.chat.complete("tiny-a", [ChatMessage("user", "a question, to keep a prompt cache")], QUICK)
+    cache.evict("tiny-a")  # its prompt cache goes to disk ...
+    runtime.chat.complete("tiny-a", [ChatMessage("user", "another question, another cache")], QUICK)
+    cache.acquire("tiny-wide").release()  # ... and the new one stays in memory
     cache.pin("tiny-wide", True)
     app = MlxTuiApp(runtime, model="tiny-a", api=False)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -144,6 +161,11 @@ async def test_sort_by_every_column_with_keys_and_clicks(
         assert table.header_text()[uses] == "Uses ▲"
         assert [table.row_text(n)["uses"] for n in table.order()][-1] == "2"
         assert format_bytes(cache.get("tiny-wide").resident_bytes) == table.row_text("tiny-wide")["size"]
+        tiny_a = cache.get("tiny-a")
+        assert tiny_a.prompt_cache_bytes and tiny_a.prompt_cache_disk_bytes, "one in memory, one on disk"
+        assert table.row_text("tiny-a")["prompt_cache"] == (
+            f"{short_bytes(tiny_a.prompt_cache_bytes)}/{short_bytes(tiny_a.prompt_cache_disk_bytes)}")
+        assert table.row_text("tiny-wide")["prompt_cache"] == "-"
 
 
 async def test_table_actions_are_in_the_command_palette(make_app) -> None:
@@ -280,3 +302,48 @@ async def test_the_model_the_user_named_keeps_that_name(make_app, tiny_models) -
                                        for line in app.event_log.lines_written), what="the load")
         assert not any(f"{other}: " in line for line in app.event_log.lines_written), \
             app.event_log.lines_written
+
+
+# -- a model served across hosts (issue 17) -----------------------------------------------------------
+
+GIB = 1024**3
+
+
+def host_memory(fraction: float, total_gib: int) -> MemorySnapshot:
+    total = total_gib * GIB
+    used = int(total * fraction)
+    return MemorySnapshot(total_bytes=total, used_bytes=used, available_bytes=total - used)
+
+
+async def test_a_model_served_across_hosts_shows_a_line_per_rank_and_every_rank_below(make_app) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        ranks = (RankView(0, "studio", "loaded", shard_bytes=20 * GIB, memory=host_memory(0.61, 128)),
+                 RankView(1, "mini", "loading", estimated_shard_bytes=20 * GIB,
+                          memory=host_memory(0.44, 64)))
+        # What the cache reports of a model its distributed loader runs on two Macs.
+        views = [replace(v, ranks=ranks, state=ModelState.LOADED, resident_bytes=20 * GIB)
+                 if v.name == "tiny-b" else v for v in app.runtime.cache.models()]
+        app.table.sync(views)
+        await pilot.pause()
+        row = app.table.row_text("tiny-b")
+        assert row["name"].splitlines() == ["tiny-b", "  studio 61%", "  mini 44%"]
+        assert row["state"].splitlines() == ["loaded", "loaded", "loading"]
+        assert row["size"].splitlines() == ["20.0 GB", "20.0 GB", "~20.0 GB"]
+        assert app.table.row_text("tiny-a")["name"] == "tiny-a", "other rows keep one line"
+        screen = "\n".join(screen_lines(app))
+        assert re.search(r"│ tiny-b +loaded +20\.0 GB .*\n│   studio 61% +loaded +20\.0 GB +│?"
+                         r".*\n│   mini 44% +loading +~20\.0 GB", screen), screen
+
+        await select_row(pilot, app, "tiny-b")
+        details = app.table.details(views[[v.name for v in views].index("tiny-b")])
+        assert details.startswith(
+            "2 hosts: studio loaded, 20.0 GB shard, memory 61% of 128 GB; "
+            "mini loading, ~20.0 GB shard, memory 44% of 64 GB"), details
+        assert str(app.table.border_subtitle) == details, "the whole line fits at 120 columns"
+
+        app.table.sync()  # the model stopped: no ranks reported any more
+        await pilot.pause()
+        assert app.table.row_text("tiny-b")["name"] == "tiny-b"
+        assert app.table.selected == "tiny-b", "the cursor stays on its model"

@@ -43,7 +43,9 @@ STREAM_INTERVAL = 1 / 30
 
 
 def stats_line(stats: Mapping[str, Any]) -> str:
-    """``42 tokens · 35.2 tok/s · TTFT 0.08 s · loaded first in 1.23 s`` from ChatStats data."""
+    """``42 tokens · 35.2 tok/s · TTFT 0.08 s · loaded first in 1.23 s · prompt 7,925 tokens,
+    7,899 from cache, prefill 0.05 s`` from ChatStats data (a reply saved before prompt caches
+    has no prompt figures: that part is left out)."""
     parts = [
         f"{stats.get('tokens', 0)} tokens",
         f"{stats.get('tokens_per_second', 0.0):.1f} tok/s",
@@ -51,6 +53,15 @@ def stats_line(stats: Mapping[str, Any]) -> str:
         (f"loaded first in {stats.get('load_seconds', 0.0):.2f} s" if stats.get("loaded_first")
          else "model was loaded"),
     ]
+    prompt = int(stats.get("prompt_tokens") or 0)
+    if prompt:
+        cached = int(stats.get("cached_tokens") or 0)
+        prompt_part = f"prompt {prompt:,} tokens"
+        if cached:
+            prompt_part += f", {cached:,} from cache"
+        if "prefill_seconds" in stats:
+            prompt_part += f", prefill {stats['prefill_seconds']:.2f} s"
+        parts.append(prompt_part)
     finish = stats.get("finish_reason")
     if finish == "length":
         parts.append("stopped at max tokens")

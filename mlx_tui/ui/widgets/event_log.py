@@ -1,4 +1,11 @@
-"""The event log: every load, eviction, refusal, clean-up and settings change, with its time."""
+"""The event log: every load, eviction, refusal, clean-up and settings change, with its time.
+
+Also what happens to prompt caches (``prompt``: dropped from memory, saved to disk, read back
+instead of a prefill, a damaged file deleted, a folder that cannot be written) and a Mac's
+wired-memory advice (``wired``: a model larger than the GPU may wire, with the sysctl that
+would fit it; another process wiring memory). Colours come from the stylesheet (component
+classes), so the 16-colour themes draw them with their own ANSI colours.
+"""
 
 from __future__ import annotations
 
@@ -24,27 +31,38 @@ HEAD_WIDTH = 18
 _SEVERITY = {
     EventKind.LOAD_FAILED: "error", EventKind.REFUSED: "error", EventKind.EVICTED: "warning",
     EventKind.EVICTION_DEFERRED: "warning", EventKind.CLEANUP: "warning",
-    EventKind.LOADED: "success", EventKind.PRELOAD: "success",
+    EventKind.LOADED: "success", EventKind.PRELOAD: "success", EventKind.MEMORY_ADVICE: "warning",
+    EventKind.PROMPT_CACHE: "info",
 }
 _LABEL = {
     EventKind.LOAD_QUEUED: "queued", EventKind.LOAD_STARTED: "loading", EventKind.LOADED: "loaded",
     EventKind.LOAD_FAILED: "failed", EventKind.REFUSED: "refused", EventKind.EVICTED: "evicted",
     EventKind.EVICTION_DEFERRED: "deferred", EventKind.CLEANUP: "clean-up",
     EventKind.PINNED: "pinned", EventKind.UNPINNED: "unpinned", EventKind.PRELOAD: "preload",
-    EventKind.SETTINGS: "settings",
+    EventKind.SETTINGS: "settings", EventKind.PROMPT_CACHE: "prompt",
+    EventKind.MEMORY_ADVICE: "wired",
 }
-for _kind in EventKind:  # kinds added later (prompt caches...) get a short label of their own
+_PROMPT_CACHE_SEVERITY = {"restored": "success", "spilled": "info", "dropped": "info",
+                          "discarded": "warning", "disk_failed": "error"}
+"""A prompt cache's news (``data["what"]``): read back instead of a prefill is good news; a
+file deleted (damaged, stale) is worth a look; a folder that cannot be written needs fixing."""
+_EVICTION_SEVERITY = {"requested": None, "shutdown": None, "idle": None, "emergency": "error"}
+"""An unload by ``data["cause"]``: asked for, at shutdown or after idling is no warning; one
+forced by an emergency is an error's colour; the others (admission, clean-up) a warning's."""
+SEVERITIES = ("error", "warning", "success", "info")
+for _kind in EventKind:  # kinds added later get a short label of their own
     _LABEL.setdefault(_kind, _kind.value.split("_")[0][:8])
 
 
 class EventLog(RichLog):
     """Appends one line per event it is given; keeps the last 1000."""
 
-    COMPONENT_CLASSES = {"event-log--error", "event-log--warning", "event-log--success"}
+    COMPONENT_CLASSES = {f"event-log--{severity}" for severity in SEVERITIES}
     DEFAULT_CSS = """
     EventLog > .event-log--error { color: $error; }
     EventLog > .event-log--warning { color: $warning; }
     EventLog > .event-log--success { color: $success; }
+    EventLog > .event-log--info { color: $primary; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -67,7 +85,7 @@ class EventLog(RichLog):
     def _colour(self, severity: str | None) -> Style:
         # Through the stylesheet, not the theme's colour strings: a 16-colour theme names its
         # colours "ansi_red", which Textual resolves and Rich does not.
-        if severity not in ("error", "warning", "success"):
+        if severity not in SEVERITIES:
             return Style()
         return Style(color=self.get_component_rich_style(f"event-log--{severity}").color)
 
@@ -86,8 +104,11 @@ class EventLog(RichLog):
             severity = "error"
         elif event.kind is EventKind.PRELOAD and not event.data.get("ok", True):
             severity = "warning"
-        self.add_line(_LABEL.get(event.kind, event.kind.value), message or event.message, event.at,
-                      severity)
+        elif event.kind is EventKind.PROMPT_CACHE:
+            severity = _PROMPT_CACHE_SEVERITY.get(str(event.data.get("what")), "info")
+        elif event.kind is EventKind.EVICTED:
+            severity = _EVICTION_SEVERITY.get(str(event.data.get("cause")), "warning")
+        self.add_line(_LABEL[event.kind], message or event.message, event.at, severity)
 
     def add_line(self, label: str, message: str, at: float, severity: str | None = None) -> None:
         """One line: the time, a label and the message; a long message wraps under itself."""

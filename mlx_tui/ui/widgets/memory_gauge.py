@@ -1,11 +1,18 @@
-"""The memory gauge: system memory in use against the warning and emergency thresholds.
+"""The memory gauge: the memory weights live in, in use, against the warning and emergency
+thresholds.
 
 Four lines::
 
     ▕████████████████░░░░░░░░░░░░░┃░░░░░░░┃░▏  52% normal      8.3/16.0 GB
                    warning 85% ━┛        ┗━ emergency 98%
-    MLX active 1.2 GB · cache 300.0 MB · peak 2.0 GB · swap 0.0/2.0 GB · pressure normal
+    system memory · MLX 1.2 GB active + 300.0 MB pool · peak 2.0 GB · swap 0.0/2.0 GB
     history ▄▅▆▇▼▃▄   ▼ clean-up
+
+The third line says which memory the bar measures and MLX's own figures beside it, per
+machine (:func:`detail_pieces`): a Mac's unified memory with its wired memory and ceiling, a
+GPU's device memory with system memory beside it, or system memory on the CPU. MLX's buffer
+pool (``+ 300.0 MB pool``: memory MLX freed but keeps for reuse) is there so memory an unload
+did not give back is seen.
 
 Over SSH every byte written to the terminal counts, so the gauge writes as little as it can:
 
@@ -48,7 +55,7 @@ from ...core.planner import Thresholds
 from ...core.units import format_bytes
 from ..format import gigabytes
 
-__all__ = ["MemoryGauge", "GaugeFigures", "zone_of"]
+__all__ = ["MemoryGauge", "GaugeFigures", "zone_of", "memory_name", "detail_pieces", "DETAIL_STEPS"]
 
 SPARK = "▁▂▃▄▅▆▇█"
 HISTORY = 512
@@ -66,7 +73,12 @@ def zone_of(fraction: float, warning: float, emergency: float) -> str:
 
 @dataclass(frozen=True)
 class GaugeFigures:
-    """What the gauge shows, rounded: two snapshots with equal figures look the same."""
+    """What the gauge shows, rounded: two snapshots with equal figures look the same.
+
+    ``memory`` names the memory the bar measures (``unified memory``, ``NVIDIA H200 · GPU 0
+    device memory (NVML)``, ``system memory``); the ``wired*`` figures are a Mac's, ``system``
+    is system memory beside a GPU's (``2.5/125.0`` GB), None where they do not apply.
+    """
 
     percent: int
     zone: str
@@ -77,11 +89,19 @@ class GaugeFigures:
     mlx_peak: str
     swap: str
     pressure: str | None
+    kind: str = "host"
+    memory: str = "system memory"
+    wired: str | None = None
+    wired_ceiling: str | None = None
+    wired_limit: str | None = None
+    system: str | None = None
 
     @classmethod
     def of(cls, snap: MemorySnapshot, warning: float, emergency: float) -> "GaugeFigures":
         swap = (f"swap {gigabytes(snap.swap_used_bytes)}/{gigabytes(snap.swap_total_bytes)} GB"
                 if snap.swap_total_bytes else "no swap")
+        ceiling = snap.wired_ceiling_bytes if snap.kind == "unified" else None
+        limit = snap.wired_limit_bytes if snap.kind == "unified" else None
         return cls(
             percent=int(round(snap.used_fraction * 100)),
             zone=zone_of(snap.used_fraction, warning, emergency),
@@ -92,7 +112,73 @@ class GaugeFigures:
             mlx_peak=format_bytes(snap.mlx_peak_bytes),
             swap=swap,
             pressure=snap.pressure_name,
+            kind=snap.kind,
+            memory=memory_name(snap),
+            wired=format_bytes(snap.wired_bytes) if snap.kind == "unified" and snap.wired_bytes is not None
+            else None,
+            wired_ceiling=format_bytes(ceiling) if ceiling else None,
+            wired_limit=None if limit is None else (
+                "iogpu default" if limit == 0 else f"iogpu.wired_limit_mb={limit // 2**20}"),
+            system=(f"{gigabytes(snap.system_used_bytes)}/{gigabytes(snap.system_total_bytes)}"
+                    if snap.kind == "device" and snap.system_total_bytes else None),
         )
+
+
+def memory_name(snap: MemorySnapshot) -> str:
+    """Which memory the bar measures: ``unified memory`` (a Mac), the GPU and where its figure
+    came from (``NVIDIA H200 · GPU 0 device memory (NVML)``), or ``system memory`` (the CPU)."""
+    if snap.kind == "unified":
+        return "unified memory"
+    if snap.kind == "device":
+        return f"{snap.device_name} · {snap.source}" if snap.device_name else snap.source
+    return "system memory"
+
+
+_Segment = tuple[str, bool]  # text, and whether it is a label (muted) or a figure
+
+
+def detail_pieces(f: GaugeFigures) -> dict[str, tuple[list[_Segment], list[_Segment] | None]]:
+    """The detail line's pieces in order, each with its full and (when it has one) short form:
+
+    * a Mac: ``unified memory · MLX 10.2 GB active + 1.1 GB pool · wired 12.3 GB of 21.3 GB
+      (iogpu default) · swap 0.5/2.0 GB · pressure normal``
+    * a GPU: ``NVIDIA H200 · GPU 0 device memory (NVML) · MLX 22.9 GB active + 0 B pool ·
+      system 2.5/125.0 GB``
+    * the CPU: ``system memory · MLX 1.2 GB active + 100.0 MB pool · peak 2.0 GB ·
+      swap 0.0/2.0 GB``
+    """
+    short_where = {"unified": "unified", "host": "system"}.get(f.kind, f.memory.split(" · ")[-1])
+    pieces: dict[str, tuple[list[_Segment], list[_Segment] | None]] = {
+        "where": ([(f.memory, False)], [(short_where, False)] if short_where != f.memory else None),
+        "mlx": ([("MLX ", True), (f.mlx_active, False), (" active + ", True), (f.mlx_cache, False),
+                 (" pool", True)],
+                [("MLX ", True), (f.mlx_active, False), (" + ", True), (f.mlx_cache, False),
+                 (" pool", True)]),
+    }
+    if f.kind == "unified" and f.wired is not None:
+        if f.wired_ceiling is None:
+            pieces["wired"] = ([("wired ", True), (f.wired, False)], None)
+        else:
+            note = [(" (", True), (f.wired_limit, False), (")", True)] if f.wired_limit else []
+            pieces["wired"] = ([("wired ", True), (f.wired, False), (" of ", True),
+                                (f.wired_ceiling, False), *note],
+                               [("wired ", True), (f.wired, False), ("/", True), (f.wired_ceiling, False)])
+    if f.kind == "host":
+        pieces["peak"] = ([("peak ", True), (f.mlx_peak, False)], None)
+    if f.system is not None:
+        pieces["system"] = ([("system ", True), (f"{f.system} GB", False)], None)
+    if f.kind != "device":  # beside a GPU's memory, system memory is the figure to see
+        pieces["swap"] = ([(f.swap, False)] if f.swap == "no swap" else
+                          [("swap ", True), (f.swap.removeprefix("swap "), False)], None)
+    if f.pressure is not None:
+        pieces["pressure"] = ([("pressure ", True), (f.pressure, False)], None)
+    return pieces
+
+
+DETAIL_STEPS = (("short", "mlx"), ("drop", "peak"), ("short", "where"), ("drop", "pressure"),
+                ("short", "wired"), ("drop", "swap"), ("drop", "system"))
+"""How the detail line gives way on a narrow terminal, one step at a time until it fits: the
+memory's name and MLX's figures stay longest."""
 
 
 @dataclass(frozen=True)
@@ -378,24 +464,34 @@ class MemoryGauge(Vertical):
         return text
 
     def _figures_line(self, width: int) -> Text:
-        """MLX, swap and pressure figures; without the peak on narrow terminals."""
+        """Which memory, MLX's active memory and buffer pool, and the platform's own figures
+        (see :func:`detail_pieces`), shortened step by step (:data:`DETAIL_STEPS`) to fit."""
         f = self._figures
         assert f is not None
         muted = self._style("muted")
-        for compact in (False, True):
-            parts: list[tuple[str, str]] = [("MLX ", f.mlx_active) if compact else
-                                            ("MLX active ", f.mlx_active), (" · cache ", f.mlx_cache)]
-            if not compact:
-                parts.append((" · peak ", f.mlx_peak))
-            parts.append((" · ", f.swap))
-            if f.pressure is not None:
-                parts.append((" · pressure ", f.pressure))
+        pieces = detail_pieces(f)
+        chosen = {name: full for name, (full, _short) in pieces.items()}
+
+        def assemble() -> Text:
             text = Text()
-            for label, value in parts:
-                text.append(label, muted)
-                text.append(value)
+            for i, segments in enumerate(chosen.values()):
+                if i:
+                    text.append(" · ", muted)
+                for segment, is_label in segments:
+                    text.append(segment, muted if is_label else None)
+            return text
+
+        text = assemble()
+        for step, name in DETAIL_STEPS:
             if text.cell_len <= width:
                 break
+            if name not in chosen:
+                continue
+            if step == "drop":
+                del chosen[name]
+            elif (short := pieces[name][1]) is not None:
+                chosen[name] = short
+            text = assemble()
         return text
 
     def _history_line(self, width: int) -> Text:

@@ -9,6 +9,11 @@ The model column takes the width the others leave, and a name too long for it is
 middle (``mlx-communi…truct-4bit``); the line under the table describes the selected model, or
 says why it cannot load, keeping the end of the reason.
 
+The ``Prompt cache`` column is the bytes of the model's prompt (KV) caches, in memory and on
+disk (``12 MB/40 MB``). A model served across hosts (``ModelView.ranks``) has one line per rank
+under its own, inside its row: the host and its memory in use, the rank's state and its shard's
+bytes; the line under the table lists every rank in full.
+
 Keys act on the selected model only when pressed one at a time: a key is carried out a moment
 after it is pressed (:data:`ModelsTable.BURST_SECONDS`), unless another printable key follows
 at once, and keys that come in such a burst (a sentence typed while the table has the focus)
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.style import Style
 from rich.text import Text
@@ -38,7 +43,11 @@ from ...core.units import format_bytes
 from ..format import clock_time, duration, middle_cut, reason_cut, seconds
 from ..names import ShownNames
 
-__all__ = ["ModelsTable", "COLUMNS"]
+if TYPE_CHECKING:
+    from ...distributed.views import RankView
+
+__all__ = ["ModelsTable", "COLUMNS", "short_bytes", "prompt_cache_text", "prompt_cache_summary",
+           "rank_summary"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,67 @@ def _state_key(v: ModelView) -> int:
         return 6
     return _STATE_RANK[v.state]
 
+
+def short_bytes(n: int) -> str:
+    """Bytes in at most six cells, as a cell that shares its room says them: ``0``, ``512 B``,
+    ``545 KB``, ``1.2 MB``, ``40 MB``, ``1.2 GB``."""
+    if not n:
+        return "0"
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    return f"{value:.1f} {unit}" if value < 9.95 else f"{value:.0f} {unit}"
+
+
+def prompt_cache_text(v: ModelView) -> str:
+    """``12 MB/40 MB``: a model's prompt caches in memory / on disk; ``-`` when it has none."""
+    if not (v.prompt_cache_bytes or v.prompt_cache_disk_bytes):
+        return "-"
+    return f"{short_bytes(v.prompt_cache_bytes)}/{short_bytes(v.prompt_cache_disk_bytes)}"
+
+
+def prompt_cache_summary(v: ModelView) -> str:
+    """``prompt caches 12.0 MB in memory, 40.0 MB on disk``, or nothing without any."""
+    if not (v.prompt_cache_bytes or v.prompt_cache_disk_bytes):
+        return ""
+    return (f"prompt caches {format_bytes(v.prompt_cache_bytes)} in memory, "
+            f"{format_bytes(v.prompt_cache_disk_bytes)} on disk")
+
+
+def rank_summary(ranks: tuple[RankView, ...]) -> str:
+    """Every rank of a model served across hosts, for the line under the table: ``2 hosts:
+    studio loaded, 20.0 GB shard, memory 61% of 128 GB; mini loading, ~20.0 GB shard, ...``
+    (with each rank's number when a host runs more than one)."""
+    hosts = len({r.host for r in ranks})
+    parts = []
+    for r in ranks:
+        shard = (format_bytes(r.shard_bytes) if r.shard_bytes else
+                 f"~{format_bytes(r.estimated_shard_bytes)}")
+        who = r.host if hosts == len(ranks) else f"{r.host} (rank {r.rank})"
+        text = f"{who} {r.state}, {shard} shard"
+        if r.memory is not None:
+            total = r.memory.total_bytes / 2**30
+            text += f", memory {r.used_fraction:.0%} of {total:.0f} GB" if total >= 10 else \
+                f", memory {r.used_fraction:.0%} of {total:.1f} GB"
+        if r.error:
+            text += f": {r.error}"
+        parts.append(text)
+    where = f"{hosts} host{'s' if hosts != 1 else ''}"
+    if hosts != len(ranks):  # two ranks on one machine (a loopback test)
+        where = f"{len(ranks)} ranks on {where}"
+    return f"{where}: " + "; ".join(parts)
+
+
 COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("name", "Model", 22, lambda v: v.name.lower()),  # width: the least; takes the rest
     ColumnSpec("state", "State", 15, _state_key),
     ColumnSpec("size", "Size", 10, lambda v: v.size_bytes, right=True),
+    ColumnSpec("prompt_cache", "Prompt cache", 14,
+               lambda v: (v.prompt_cache_bytes, v.prompt_cache_disk_bytes), right=True),
     ColumnSpec("uses", "Uses", 6, lambda v: v.use_count, right=True),
     ColumnSpec("last_used", "Last use", 10, lambda v: v.last_used),
     ColumnSpec("pinned", "Pin", 5, lambda v: v.pinned),
@@ -73,6 +139,9 @@ COLUMNS: tuple[ColumnSpec, ...] = (
     ColumnSpec("load_time", "Load s", 8, lambda v: v.load_time_seconds, right=True),
 )
 _COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
+_RANK_STYLES = {"loaded": "loaded", "ready": "loaded", "starting": "busy", "loading": "busy",
+                "failed": "failed", "stopped": "muted"}
+"""A rank's state (see :class:`~mlx_tui.distributed.views.RankView`) -> the style of its word."""
 _SOURCES = {"demo": "bundled demo model", "alias": "alias", "folder": "model folder",
             "huggingface": "Hugging Face cache"}
 """Where a model comes from, as the line under the table says it."""
@@ -228,16 +297,32 @@ class ModelsTable(DataTable):
             "name": Text(middle_cut(self._names.shown(v.name), self._name_width), name_style),
             "state": self._state_cell(v, now),
             "size": Text(size),
+            "prompt_cache": Text(prompt_cache_text(v)),
             "uses": Text(str(v.use_count)),
             "last_used": Text(clock_time(v.last_used, now)),
             "pinned": Text("●" if v.pinned else ""),
             "loaded_at": Text(clock_time(v.loaded_at, now) if v.is_loaded else "-"),
             "load_time": Text(seconds(v.load_time_seconds)),
         }
+        for rank in v.ranks:  # a line per rank, under the model's own
+            self._add_rank_line(cells, rank)
         for spec in COLUMNS:
             if spec.right:
                 cells[spec.key].justify = "right"
         return cells
+
+    def _add_rank_line(self, cells: dict[str, Text], rank: RankView) -> None:
+        """``  studio 61%`` under the name, the rank's state under the model's, its shard's
+        bytes under the size (``~`` while estimated)."""
+        fraction = rank.used_fraction
+        memory = f" {fraction:.0%}" if fraction is not None else ""
+        room = max(1, self._name_width - 2 - len(memory))
+        cells["name"].append(f"\n  {middle_cut(rank.host, room)}{memory}", self._style("muted"))
+        style = self._style(_RANK_STYLES.get(rank.state, "muted"))
+        cells["state"].append(f"\n{rank.state}", style)
+        shard = (format_bytes(rank.shard_bytes) if rank.shard_bytes else
+                 f"~{format_bytes(rank.estimated_shard_bytes)}" if rank.estimated_shard_bytes else "?")
+        cells["size"].append(f"\n{shard}", self._style("muted"))
 
     # -- updating ----------------------------------------------------------------------------------
     def sync(self, views: list[ModelView] | None = None, force: bool = False) -> None:
@@ -249,10 +334,14 @@ class ModelsTable(DataTable):
         self._views = {v.name: v for v in views}
         if force:
             self._shown.clear()
+        selected = self.selected
         for v in views:
             cells = self._cells(v, now)
+            height = 1 + len(v.ranks)
+            if v.name in self.rows and self.rows[v.name].height != height:  # type: ignore[index]
+                self._forget_row(v.name)  # ranks came or went: the row is laid out again
             if v.name not in self.rows:
-                self.add_row(*(cells[spec.key] for spec in COLUMNS), key=v.name)
+                self.add_row(*(cells[spec.key] for spec in COLUMNS), key=v.name, height=height)
             for spec in COLUMNS:
                 cell = cells[spec.key]
                 shown = (cell.plain, str(cell.style))
@@ -261,11 +350,16 @@ class ModelsTable(DataTable):
                         self.update_cell(v.name, spec.key, cell)
                     self._shown[(v.name, spec.key)] = shown
         for gone in [str(k.value) for k in self.rows if k.value not in self._views]:
-            self.remove_row(gone)
-            for spec in COLUMNS:
-                self._shown.pop((gone, spec.key), None)
+            self._forget_row(gone)
         self._apply_order()
+        if selected is not None and selected in self.rows and self.selected != selected:
+            self.move_cursor(row=self.get_row_index(selected), animate=False)
         self._update_subtitle()
+
+    def _forget_row(self, name: str) -> None:
+        self.remove_row(name)
+        for spec in COLUMNS:
+            self._shown.pop((name, spec.key), None)
 
     def set_chat_model(self, name: str | None, *, select: bool = False) -> None:
         """Highlight the model chatted with (the cache's name for it); ``select`` puts the
@@ -370,9 +464,13 @@ class ModelsTable(DataTable):
                     return v.error[len(prefix):]
             return v.error
         aliases = self._names.aliases(v)
-        facts = [f"also {', '.join(aliases)}" if aliases else "", _SOURCES.get(v.source, v.source),
-                 v.architecture or "",
-                 f"{v.quantization_bits}-bit" if v.quantization_bits else "", v.path or ""]
+        also = f"also {', '.join(aliases)}" if aliases else ""
+        if v.ranks:  # the hosts first: the line is short, and what it is matters less here
+            facts = [rank_summary(v.ranks), also, prompt_cache_summary(v)]
+        else:
+            facts = [also, prompt_cache_summary(v), _SOURCES.get(v.source, v.source),
+                     v.architecture or "",
+                     f"{v.quantization_bits}-bit" if v.quantization_bits else "", v.path or ""]
         return " · ".join(f for f in facts if f)
 
     def _update_subtitle(self) -> None:
