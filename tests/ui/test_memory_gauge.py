@@ -165,3 +165,95 @@ async def test_the_history_adds_a_column_per_step_at_most_and_keeps_a_short_peak
         clock.now += 1
         gauge.show_snapshot(percent(20))  # after a clean-up mark, the drop shows at once
         assert history().endswith("▼▂  ▼ clean-up")
+
+
+# -- which memory the detail line measures, per machine (issue 14) ---------------------------------
+
+MIB = 1024**2
+
+
+def mac(wired_gib: float = 12.3, limit_mb: int = 0) -> MemorySnapshot:
+    """A 32 GB Mac: unified memory, wired memory under MLX's recommended working set."""
+    total, used = 32 * GIB, 20 * GIB
+    return MemorySnapshot(total_bytes=total, used_bytes=used, available_bytes=total - used,
+                          swap_total_bytes=2 * GIB, swap_used_bytes=GIB // 2,
+                          mlx_active_bytes=int(10.2 * GIB), mlx_cache_bytes=int(1.1 * GIB),
+                          mlx_peak_bytes=11 * GIB, pressure_level=1, kind="unified",
+                          source="unified memory (psutil)", system_total_bytes=total,
+                          system_used_bytes=used, wired_bytes=int(wired_gib * GIB),
+                          wired_limit_bytes=limit_mb * MIB,
+                          recommended_working_set_bytes=int(21.3 * GIB))
+
+
+def h200() -> MemorySnapshot:
+    """MLX's CUDA build on an H200: the GPU's own memory, from NVIDIA's driver."""
+    total, used = 140 * GIB, 23 * GIB
+    return MemorySnapshot(total_bytes=total, used_bytes=used, available_bytes=total - used,
+                          mlx_active_bytes=int(22.9 * GIB), mlx_cache_bytes=0, kind="device",
+                          source="GPU 0 device memory (NVML)", device_name="NVIDIA H200",
+                          system_total_bytes=125 * GIB, system_used_bytes=int(2.5 * GIB))
+
+
+def cpu() -> MemorySnapshot:
+    """MLX on the CPU (Linux without a GPU build): system memory."""
+    total, used = 16 * GIB, 8 * GIB
+    return MemorySnapshot(total_bytes=total, used_bytes=used, available_bytes=total - used,
+                          swap_total_bytes=2 * GIB, mlx_active_bytes=int(1.2 * GIB),
+                          mlx_cache_bytes=100 * MIB, mlx_peak_bytes=2 * GIB)
+
+
+async def test_the_detail_line_says_which_memory_it_measures_on_a_mac_a_gpu_and_a_cpu() -> None:
+    clock = Clock()
+    async with Host(clock).run_test(size=(160, 12)) as pilot:
+        gauge = pilot.app.query_one(MemoryGauge)
+
+        async def detail(snap: MemorySnapshot) -> str:
+            gauge.show_snapshot(snap)
+            await pilot.pause()
+            return gauge.plain_lines()[2]
+
+        assert await detail(mac()) == (
+            "unified memory · MLX 10.2 GB active + 1.1 GB pool · wired 12.3 GB of 21.3 GB "
+            "(iogpu default) · swap 0.5/2.0 GB · pressure normal")
+        assert "wired 12.3 GB of 24.0 GB (iogpu.wired_limit_mb=24576)" in await detail(mac(limit_mb=24576))
+        assert await detail(h200()) == (
+            "NVIDIA H200 · GPU 0 device memory (NVML) · MLX 22.9 GB active + 0 B pool · "
+            "system 2.5/125.0 GB")
+        assert " 16% normal" in gauge.plain_lines()[0] and "23.0/140.0 GB" in gauge.plain_lines()[0], \
+            "the bar is the GPU's memory"
+        assert await detail(cpu()) == (
+            "system memory · MLX 1.2 GB active + 100.0 MB pool · peak 2.0 GB · swap 0.0/2.0 GB")
+
+        await pilot.resize_terminal(80, 12)  # each gives way, the memory's name and MLX's stay
+        await pilot.pause()
+        assert await detail(mac()) == "unified · MLX 10.2 GB + 1.1 GB pool · wired 12.3 GB/21.3 GB"
+        assert await detail(h200()) == ("GPU 0 device memory (NVML) · MLX 22.9 GB + 0 B pool · "
+                                         "system 2.5/125.0 GB")
+        assert await detail(cpu()) == (
+            "system memory · MLX 1.2 GB + 100.0 MB pool · peak 2.0 GB · swap 0.0/2.0 GB")
+        assert all(len(line) <= 76 for line in gauge.plain_lines())
+
+
+async def test_the_detail_line_repaints_only_when_its_text_changes_and_only_from_the_change() -> None:
+    clock = Clock()
+    async with Host(clock).run_test(size=(160, 12)) as pilot:
+        gauge = pilot.app.query_one(MemoryGauge)
+        gauge.show_snapshot(mac(wired_gib=12.30))
+        await pilot.pause()
+        repaints = Repaints(gauge)
+        for _ in range(30):  # a second's readings: wired memory moves by a few MB, unseen
+            clock.now += 1
+            assert not gauge.show_snapshot(mac(wired_gib=12.31)), "same text: nothing repaints"
+            await pilot.pause()
+        assert repaints.calls == []
+
+        before = gauge.plain_lines()[2]
+        assert gauge.show_snapshot(mac(wired_gib=12.5))
+        await pilot.pause()
+        assert repaints.parts() == {"figures"}, "only the detail line"
+        after = gauge.plain_lines()[2]
+        assert "wired 12.5 GB of 21.3 GB" in after
+        start = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
+        [(_, regions, _)] = repaints.calls
+        assert regions and all(r.x >= start and r.height == 1 for r in regions), \
+            "from the changed cell on, not the whole line"
