@@ -321,10 +321,11 @@ def test_idle_models_unload_after_the_configured_time(
 def test_max_loaded_bounds_the_number_of_models(
         runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
     models = {n: str(model_factory(n, seed=i)) for i, n in enumerate("abc")}
-    cache = runtime_factory(models, cache={"max_loaded": 2}).cache
-    use(cache, "a", 3)
-    use(cache, "b")
-    use(cache, "c")
+    clock = ManualClock()  # the default policy reads rates off the clock: fixed, not timing
+    cache = runtime_factory(models, cache={"max_loaded": 2}, loader=SteadyLoader(), clock=clock).cache
+    for name in ("a", "b", "a", "a", "c"):
+        clock.advance(10)
+        use(cache, name)
     assert sorted(cache.loaded_names()) == ["a", "c"]
 
 

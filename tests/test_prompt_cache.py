@@ -256,7 +256,7 @@ def test_a_prompt_cache_read_by_a_request_is_never_freed_under_it(
     assert cache.loaded_names() == []
 
 
-def test_a_new_prompt_cache_not_worth_its_room_goes_to_disk_instead_of_memory(
+def test_a_new_prompt_cache_not_worth_its_room_is_not_kept(
         runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
     probe = FixedMemoryProbe(used_fraction=0.5, track_mlx=True)
     clock = ManualClock()
@@ -269,7 +269,40 @@ def test_a_new_prompt_cache_not_worth_its_room_goes_to_disk_instead_of_memory(
         cache.acquire("m").release()
     just_past_the_warning(probe, by=-1000)  # a hair under: any new cache would cross it
     runtime.chat.complete("m", [SYSTEM, ChatMessage("user", QUESTIONS[0])], GREEDY)
-    [kept] = cache.prompt_caches()
-    assert kept.memory_bytes == 0 and kept.disk_bytes > 0, "kept, but on disk, not in memory"
+    assert cache.prompt_caches() == [], "no request came back to it: not in memory, not on disk"
     assert cache.loaded_names() == ["m"], "no model goes to keep a prompt cache"
     assert any("not worth its room" in e.message for e in events)
+
+
+def test_a_load_asked_for_during_an_unload_waits_for_the_old_worker_to_let_go(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from mlx_tui.core.cache import ModelState
+    from mlx_tui.core.prompt_cache import PromptCacheStore
+
+    runtime = runtime_factory({"m": str(model_factory("m"))})
+    cache = runtime.cache
+    turns(runtime, "m", QUESTIONS[:1])  # a prompt cache the unload will write to disk
+    kinds: list[EventKind] = []
+    cache.subscribe(lambda e: kinds.append(e.kind) if e.kind in (EventKind.EVICTED, EventKind.LOAD_STARTED) else None)
+    gate, writing = threading.Event(), threading.Event()
+    real_spill = PromptCacheStore.spill
+
+    def slow_spill(self: PromptCacheStore, entry_id: str) -> bool:
+        writing.set()
+        assert gate.wait(30)
+        return real_spill(self, entry_id)
+
+    monkeypatch.setattr(PromptCacheStore, "spill", slow_spill)
+    unloading = threading.Thread(target=cache.evict, args=("m",))
+    unloading.start()
+    assert writing.wait(30) and cache.get("m").state is ModelState.EVICTING
+    again = cache.load("m")  # asked while the old worker still writes its caches
+    gate.set()
+    unloading.join(30)
+    assert again.result(timeout=60).state is ModelState.LOADED
+    assert kinds == [EventKind.EVICTED, EventKind.LOAD_STARTED], "the new load began after the unload"
+    _, stats = runtime.chat.complete("m", [SYSTEM, ChatMessage("user", QUESTIONS[0])], GREEDY)
+    assert stats.tokens > 0

@@ -53,6 +53,15 @@ log = logging.getLogger("mlx_tui.cache")
 RECENT_USES = 16
 
 
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+UNLOAD_WAIT_SECONDS = 120.0
+
+
 @dataclass(eq=False)
 class _Entry:
     """Mutable state of one model; only ModelCache touches it, under its lock."""
@@ -77,6 +86,9 @@ class _Entry:
     recent_uses: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_USES))
     worker: GenerationWorker | None = None
     future: Future[ModelView] | None = None
+    unloaded: threading.Event = field(default_factory=_set_event)
+    """Clear while an eviction is under way: a new load of the model waits for the old worker
+    to let go of the model and its prompt caches before it starts."""
 
     @property
     def key(self) -> str:
@@ -408,6 +420,11 @@ class ModelCache:
         """On a loader thread: every path out resolves ``future`` (a load never hangs)."""
         outcome: ModelView | ModelLoadError
         try:
+            # A load asked for while the model was still being unloaded starts once the old
+            # worker has let go of it (and of its prompt caches, which the new one will use).
+            if not entry.unloaded.wait(UNLOAD_WAIT_SECONDS):
+                raise ModelLoadError(f"{entry.name}: its last unload did not finish in "
+                                     f"{UNLOAD_WAIT_SECONDS:g} s")
             if recheck:
                 self._recheck_folder(entry)
             outcome = self._load_and_report(entry, reason)
@@ -726,6 +743,7 @@ class ModelCache:
         worker, entry.worker = entry.worker, None
         entry.state = ModelState.EVICTING
         entry.evict_when_idle = False
+        entry.unloaded.clear()
         return _Victim(entry, worker, entry.resident_bytes, reason, cause)
 
     def _finish_evictions(self, victims: list[_Victim]) -> None:
@@ -744,7 +762,9 @@ class ModelCache:
                 entry = victim.entry
                 if entry.state is ModelState.EVICTING:
                     entry.state = ModelState.NOT_LOADED
+                if entry.worker is None:
                     entry.resident_bytes = 0
+                entry.unloaded.set()
                 self._event(EventKind.EVICTED,
                             f"{entry.name}: unloaded, {format_bytes(victim.freed_bytes)} freed ({victim.reason})"
                             + (f"; MLX still pools {format_bytes(pool)}" if pool else ""),
@@ -780,11 +800,13 @@ class ModelCache:
             entry.state = ModelState.FAILED
             entry.error = error
             entry.evict_when_idle = False
+            entry.unloaded.clear()
             self._event(EventKind.LOAD_FAILED, f"{entry.name}: {error}", entry.name, logging.WARNING)
         worker.stop()
         self._loader.free()
         with self._locked():
             entry.resident_bytes = 0
+            entry.unloaded.set()
         self._follow_wired_limit()
 
     def pin(self, name: str, pinned: bool = True, *, allow_paths: bool = True) -> None:

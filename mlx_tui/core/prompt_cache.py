@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from array import array
 import json
 import logging
 import os
@@ -77,8 +78,20 @@ def model_fingerprint(info: ModelInfo) -> str:
     return digest.hexdigest()[:20]
 
 
-def _tokens_id(tokens: tuple[int, ...]) -> str:
-    return hashlib.sha256(json.dumps(tokens).encode()).hexdigest()[:24]
+def _tokens_id(tokens: array) -> str:
+    return hashlib.sha256(tokens.tobytes()).hexdigest()[:24]
+
+
+def _common_prefix(a: array, b: array) -> int:
+    """How many leading tokens ``a`` and ``b`` share (slice comparisons run in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # the answer is in [low, high]
+        mid = (low + high + 1) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid - 1
+    return low
 
 
 @dataclass(frozen=True)
@@ -116,7 +129,12 @@ class PromptCacheView:
 
 @dataclass(eq=False)
 class _Entry:
-    tokens: tuple[int, ...]
+    """One kept prompt cache. Its tokens are one compact array (not a Python int each): the
+    disk tier of a long-running server holds many entries and the garbage collector walks
+    every object."""
+
+    id: str
+    tokens: array
     label: str
     created: float
     cache: list[Any] | None = None  # in memory (owned by the worker's thread)
@@ -126,10 +144,6 @@ class _Entry:
     last_used: float = 0.0
     in_use: int = 0
     trimmable: bool = False  # the KV cache can be cut back (not rotating, not state-space)
-
-    @property
-    def id(self) -> str:
-        return _tokens_id(self.tokens)
 
 
 class PromptCacheStore:
@@ -202,7 +216,7 @@ class PromptCacheStore:
             for e in list(self._entries.values()):
                 if e.cache is not None:
                     freed += e.nbytes
-                    e.cache = None
+                    self._release_memory(e)
                     if not e.disk_bytes:
                         self._remove(e)
         return freed
@@ -221,7 +235,7 @@ class PromptCacheStore:
             if e is None or e.cache is None:
                 return 0
             freed = e.nbytes
-            e.cache = None
+            self._release_memory(e)
             if not (keep_on_disk and e.disk_bytes):
                 self._remove(e)
         self._announce("dropped", f"{self.model}: prompt cache of {len(e.tokens):,} tokens dropped from "
@@ -239,7 +253,7 @@ class PromptCacheStore:
         """
         if not self._settings.enabled or len(tokens) < 2:
             return None, 0
-        key = list(tokens)
+        key = array("i", tokens)
         with self._lock:
             found = self._best_match(key)
             if found is None:
@@ -265,9 +279,10 @@ class PromptCacheStore:
             with self._lock:
                 best.in_use -= 1
 
-    def _best_match(self, key: list[int]) -> tuple[_Entry, int, int] | None:
-        """Under the lock: (entry, tokens usable, tokens to trim) of the best match."""
-        result = self._trie.search("m", key)
+    def _best_match(self, key: array) -> tuple[_Entry, int, int] | None:
+        """Under the lock: (entry, tokens usable, tokens to trim) of the best match: in memory
+        through the trie, on disk by a scan of the compact index."""
+        result = self._trie.search("m", key.tolist())
         options: list[tuple[_Entry, int]] = []
         if result.exact is not None:
             options.append((self._trie.get("m", result.exact), len(key) - 1))
@@ -275,6 +290,9 @@ class PromptCacheStore:
             options.append((self._trie.get("m", result.shorter), len(result.shorter)))
         if result.longer is not None and result.common_prefix > 0:
             options.append((self._trie.get("m", result.longer), min(result.common_prefix, len(key) - 1)))
+        for e in self._entries.values():
+            if e.cache is None:
+                options.append((e, min(_common_prefix(e.tokens, key), len(key) - 1)))
         best: tuple[_Entry, int, int] | None = None
         for entry, usable in options:
             trim = len(entry.tokens) - usable
@@ -290,7 +308,12 @@ class PromptCacheStore:
             return
         from mlx_lm.models.cache import can_trim_prompt_cache
 
-        key = tuple(tokens)
+        import mlx.core as mx
+
+        key = array("i", tokens)
+        # Evaluated here, on the worker's thread: a cache left lazy would tie its arrays to this
+        # thread's stream, and the next worker (another thread) could not read it.
+        mx.eval([c.state for c in cache])
         nbytes = sum(c.nbytes for c in cache)
         now = self._clock()
         with self._lock:
@@ -298,20 +321,26 @@ class PromptCacheStore:
                 self._trimmable = can_trim_prompt_cache(cache)
             entry = self._entries.get(_tokens_id(key))
             if entry is None:
-                entry = self._add(_Entry(key, label, now))
+                entry = self._add(_Entry(_tokens_id(key), key, label, now))
+            was_in_memory = entry.cache is not None
             entry.cache, entry.nbytes, entry.last_used = cache, nbytes, now
+            if not was_in_memory:
+                self._trie.add("m", key.tolist(), entry)
             entry.trimmable = bool(self._trimmable)
             if self._trimmable:  # a longer cache serves every prefix: shorter ones only take room
                 for other in [o for o in self._entries.values()
                               if o is not entry and o.cache is not None and len(o.tokens) < len(key)
                               and key[:len(o.tokens)] == o.tokens and o.in_use == 0]:
                     entry.hits.extend(other.hits)
-                    other.cache = None
+                    self._release_memory(other)
                     if not other.disk_bytes:
                         self._remove(other)
             item = self._item(entry)
         if self._admit is not None and not self._admit(item):
-            self.spill_and_drop(item.id, "not worth its room in memory now")
+            if item.hits:  # reused before: worth a place on disk
+                self.spill_and_drop(item.id, "not worth its room in memory now")
+            else:  # a prompt no request has come back to yet: not worth a disk write either
+                self.drop(item.id, "not worth its room in memory now", keep_on_disk=False)
             return
         self._bound_memory()
 
@@ -357,10 +386,14 @@ class PromptCacheStore:
             held = sorted((e for e in self._entries.values() if e.cache is not None),
                           key=lambda e: (-len(e.hits), -e.last_used))
         for e in held:
-            self.spill(e.id)
+            try:
+                self.spill(e.id)
+            except Exception:  # noqa: BLE001 - one entry that cannot be written: the others go on
+                log.exception("%s: a prompt cache could not be written to disk", self.model)
         with self._lock:
             for e in list(self._entries.values()):
-                e.cache = None
+                if e.cache is not None:
+                    self._release_memory(e)
                 if not e.disk_bytes:
                     self._remove(e)
 
@@ -375,14 +408,14 @@ class PromptCacheStore:
             data = self._sidecar(side)
             if data is None:
                 continue
-            tokens = tuple(data["tokens"])
+            tokens = array("i", data["tokens"])
             weights = side.with_suffix(".safetensors")
             try:
                 size = weights.stat().st_size
             except OSError:
                 self._discard(side, "its weights file is missing")
                 continue
-            self._add(_Entry(tokens, str(data.get("label", "")), float(data.get("created", 0.0)),
+            self._add(_Entry(side.stem, tokens, str(data.get("label", "")), float(data.get("created", 0.0)),
                              disk_bytes=size, last_used=float(data.get("last_used", 0.0)),
                              trimmable=data.get("trimmable") is True))
 
@@ -431,7 +464,7 @@ class PromptCacheStore:
         """Read a disk entry back when that is cheaper than prefilling ``n`` tokens; None
         (and a full prefill) when not, or when the file is damaged."""
         read_seconds = e.disk_bytes / self._read_bps
-        if self._prefill_tps is not None and read_seconds >= n / self._prefill_tps:
+        if read_seconds >= self.saves_seconds(n):  # the default speed until one is measured
             return None
         from mlx_lm.models.cache import load_prompt_cache
 
@@ -458,31 +491,37 @@ class PromptCacheStore:
 
     def _bound_disk(self) -> None:
         limit = self._settings.max_disk_gb * 1e9
+        most = self._settings.max_disk_entries
         while True:
             with self._lock:
                 on_disk = [e for e in self._entries.values() if e.disk_bytes]
-                if sum(e.disk_bytes for e in on_disk) <= limit or not on_disk:
+                if (sum(e.disk_bytes for e in on_disk) <= limit and len(on_disk) <= most) or not on_disk:
                     return
                 victim = min(on_disk, key=lambda e: (len(e.hits), e.last_used))
                 victim.disk_bytes = 0
                 if victim.cache is None:
                     self._remove(victim)
             self._discard(self._folder / f"{victim.id}.json",
-                          f"over [prompt_cache].max_disk_gb = {self._settings.max_disk_gb:g}")
+                          f"over [prompt_cache].max_disk_gb = {self._settings.max_disk_gb:g} or "
+                          f"max_disk_entries = {most}")
 
     def _add(self, e: _Entry) -> _Entry:
-        """Under the lock: index a new entry (by id and in the trie)."""
+        """Under the lock: index a new entry by id (the trie holds entries in memory only)."""
         self._entries[e.id] = e
-        self._trie.add("m", list(e.tokens), e)
         return e
+
+    def _release_memory(self, e: _Entry) -> None:
+        """Under the lock: let go of an entry's arrays and take it out of the memory trie."""
+        e.cache = None
+        try:
+            self._trie.pop("m", e.tokens.tolist())
+        except KeyError:
+            pass
 
     def _remove(self, e: _Entry) -> None:
         """Under the lock: forget an entry entirely."""
-        if self._entries.pop(e.id, None) is not None:
-            try:
-                self._trie.pop("m", list(e.tokens))
-            except KeyError:
-                pass
+        if self._entries.pop(e.id, None) is not None and e.cache is not None:
+            self._release_memory(e)
 
     @staticmethod
     def _can_trim(e: _Entry) -> bool:

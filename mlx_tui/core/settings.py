@@ -95,7 +95,7 @@ class CacheSettings:
 class EngineSettings:
     """The generation workers: one per loaded model, batching the requests it serves."""
 
-    max_batch: int = 8
+    max_batch: int = 32
     prefill_step: int = 2048
     queue_size: int = 64
     max_prompt_tokens: int = 32768
@@ -112,6 +112,7 @@ class PromptCacheSettings:
     dir: str = ""
     max_memory_gb: float = 0.0
     max_disk_gb: float = 10.0
+    max_disk_entries: int = 256
     min_tokens: int = 64
 
 
