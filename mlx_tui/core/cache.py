@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator
 from .catalog import Catalog, ModelInfo, inspect_model_folder
 from .engine.worker import GenerationWorker
 from .events import CacheEvent, EventKind, EventOutbox, Listener
-from .loader import LoadedModel, ModelLoader, ModelLoadError
+from .loader import LoadedModel, ModelLoader, ModelLoadError, release_pool
 from .memory import MemoryProbe, MemorySnapshot
 from .mlx_threads import MlxExecutor, MlxThreadPool
 from .model_view import ModelState, ModelTooLarge, ModelView
@@ -575,7 +575,7 @@ class ModelCache:
             store = self._prompt_caches.get(entry.key)
         freed = store.drop(entry_id, reason) if store is not None else 0
         if freed:
-            self._loader.free()
+            release_pool()
         return freed
 
     def _budget_items(self, entries: list[_Entry]) -> tuple[list[EntryStats], dict[str, tuple[_Entry, str]]]:
@@ -612,7 +612,7 @@ class ModelCache:
             except Exception:  # noqa: BLE001 - a cache that could not be written is still dropped
                 log.exception("a prompt cache could not be written before it was dropped")
         if victims:
-            self._loader.free()
+            release_pool()
 
     def _keep_prompt_cache(self, key: str, item: PromptCacheItem) -> bool:
         """On a worker's thread, after it keeps a request's cache: is it worth its room in the
@@ -871,7 +871,7 @@ class ModelCache:
             for store in {id(s): s for s in stores + [self._prompt_caches[e.key] for e, _ in dropped]}.values():
                 store.discard_memory()
             if dropped:
-                self._loader.free()
+                release_pool()
         else:
             self._drop_cache_items(dropped, why)
         self._finish_evictions(victims)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from .catalog import ModelInfo
 
-__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader"]
+__all__ = ["LoadedModel", "ModelLoadError", "ModelLoader", "MlxLoader", "release_pool"]
 
 
 class ModelLoadError(RuntimeError):
@@ -127,11 +127,18 @@ class MlxLoader:
         return LoadedModel(model, tokenizer, resident, weights_seconds, tokenizer_seconds, reused)
 
     def free(self) -> None:
-        gc.collect()
-        mx = sys.modules.get("mlx.core")
-        if mx is not None:
-            mx.clear_cache()
-        _trim_malloc_arenas()
+        gc.collect()  # a model's modules hold reference cycles: only a collection frees them
+        release_pool()
+
+
+def release_pool() -> None:
+    """Give MLX's buffer pool and glibc's free pages back to the system, without a garbage
+    collection: enough for arrays freed by reference count (a dropped prompt cache), and a
+    full ``gc.collect`` costs more the longer a server has run."""
+    mx = sys.modules.get("mlx.core")
+    if mx is not None:
+        mx.clear_cache()
+    _trim_malloc_arenas()
 
 
 _frozen = False
