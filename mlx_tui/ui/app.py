@@ -14,9 +14,10 @@ the cache's monitor and preloads after its first frame) and closes everything on
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -34,7 +35,9 @@ from ..core.chat import GenerationParams
 from ..core.events import CacheEvent, EventKind
 from ..core.runtime import Runtime
 from ..core.settings import Settings
+from ..remote.address import RemoteAddress, UnknownRemote, addresses_from_settings
 from .api import start_app_api
+from .hosts import HostReported, HostSwitcher, hosts_of_run
 from .keys import binding_groups, key_rows, keys_markdown, unknown_binding_ids
 from .messages import ApiStatus, CacheEventPosted, SettingsChanged
 from .names import ShownNames, first_model
@@ -62,7 +65,9 @@ class MlxTuiApp(App[int]):
 
     ``params`` fixes the generation options of every chat (tests); without it each chat starts
     with its model's own defaults (``generation_config.json``). ``clock`` stamps the event log;
-    ``key_clock`` tells the models table single key presses from bursts of typing.
+    ``key_clock`` tells the models table single key presses from bursts of typing. ``remotes``
+    are the other instances it shows beside this one (default: ``[[remotes]]``), ``open_on``
+    the one to show first (see :mod:`.hosts`).
     """
 
     CSS_PATH = "app.tcss"
@@ -86,6 +91,10 @@ class MlxTuiApp(App[int]):
                 tooltip="Show or hide the event log"),
         Binding("ctrl+g,k", "prompt_caches", "Prompts", id="prompt-caches", show=False,
                 tooltip="Prompt caches: each one's model, tokens, memory or disk, value; drop one"),
+        Binding("f2", "fleet", "Hosts", id="fleet",
+                tooltip="Fleet overview: every host's memory, models and requests (with [[remotes]])"),
+        Binding("f3", "next_host", "Next host", id="next-host", show=False,
+                tooltip="Go to the next host: this machine, then each remote in turn"),
         Binding("ctrl+f", "zoom", "Zoom", id="zoom",
                 tooltip="Make the focused pane fill the screen, or restore it"),
         Binding("ctrl+q,ctrl+c", "quit", "Quit", id="quit", priority=True, key_display="^q",
@@ -97,7 +106,9 @@ class MlxTuiApp(App[int]):
     def __init__(self, runtime: Runtime, *, model: str | None = None, api: bool = True,
                  params: GenerationParams | None = None, preload: bool = True,
                  clock: Callable[[], float] = time.time,
-                 key_clock: Callable[[], float] = time.monotonic) -> None:
+                 key_clock: Callable[[], float] = time.monotonic,
+                 remotes: Sequence[RemoteAddress] | None = None,
+                 open_on: str | None = None) -> None:
         super().__init__()
         self._now = clock
         self._key_clock = key_clock
@@ -117,6 +128,9 @@ class MlxTuiApp(App[int]):
         self.themes: AppThemes | None = None
         self.api_server: Any = None
         self.api_text = "API off (--no-api)" if not api else "API starting…"
+        if remotes is None:
+            remotes = addresses_from_settings(runtime.settings_store.settings.remotes)
+        self.hosts = HostSwitcher(self, remotes, open_on=open_on, clock=clock, key_clock=key_clock)
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -204,6 +218,7 @@ class MlxTuiApp(App[int]):
                                                      daemon=True).start())
         if self._want_api:
             self.run_worker(self._start_api, thread=True, name="api", exit_on_error=False)
+        self.hosts.start()
 
     def on_resize(self, event: Any) -> None:
         """Across 100 columns the log goes beside the chat or gives it back its place; the
@@ -225,6 +240,7 @@ class MlxTuiApp(App[int]):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self.chat.stop_all()
+        self.hosts.stop()
         if self.api_server is not None:
             try:
                 self.api_server.stop()
@@ -367,6 +383,8 @@ class MlxTuiApp(App[int]):
 
     # -- actions -----------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("fleet", "next_host") and not self.hosts.remotes:
+            return False  # one host: no host keys in the footer
         if action in ("quit", "command_palette") or action not in _OWN_ACTIONS:
             return True  # Textual's own (tab's focus_next...) work everywhere
         # Screens over the main one have their own keys; the main screen's wait behind them.
@@ -379,31 +397,32 @@ class MlxTuiApp(App[int]):
         self.push_screen(HelpScreen(keys_markdown(key_rows(binding_groups(), keymap))))
 
     async def action_new_chat(self) -> None:
-        await self.chat.new_chat()
-        self.query_one(ChatInput).focus()
+        chat = self.hosts.chat_here()  # the chat, keys and options act on the host on screen
+        await chat.new_chat()
+        chat.query_one(ChatInput).focus()
 
     def action_past_chats(self) -> None:
         from .screens.conversations import ConversationsScreen
 
         async def opened(conversation_id: int | None) -> None:
-            if conversation_id:
-                await self.chat.open_conversation(conversation_id)
-                self.table.set_chat_model(self.cache_name(self.chat.model))
-                self.query_one(ChatInput).focus()
+            if conversation_id:  # on the host the conversation was with
+                await self.hosts.open_conversation(conversation_id)
 
         self.push_screen(ConversationsScreen(self.runtime.store), opened)
 
     def action_chat_options(self) -> None:
         from .screens.chat_options import ChatOptionsScreen
 
+        chat = self.hosts.chat_here()
+
         def chosen(options: ChatOptions | None) -> None:
             if options is not None:
-                self.chat.set_options(options.system_prompt, options.params)
+                chat.set_options(options.system_prompt, options.params)
 
-        self.push_screen(ChatOptionsScreen(self.chat.system_prompt, self.chat.params), chosen)
+        self.push_screen(ChatOptionsScreen(chat.system_prompt, chat.params), chosen)
 
     def action_copy_reply(self) -> None:
-        reply = self.chat.last_reply()
+        reply = self.hosts.chat_here().last_reply()
         if reply is None:
             self.notify("No reply to copy yet.", severity="warning")
             return
@@ -428,6 +447,15 @@ class MlxTuiApp(App[int]):
             self.screen.minimize()
         elif self.focused is not None:
             self.screen.maximize(self.focused)
+
+    def action_fleet(self) -> None:
+        self.hosts.show_fleet()
+
+    async def action_next_host(self) -> None:
+        await self.hosts.next()
+
+    def on_host_reported(self, message: HostReported) -> None:
+        self.hosts.reported(message.report)
 
     async def action_quit(self) -> None:
         self.chat.stop_all()
@@ -465,13 +493,14 @@ class MlxTuiApp(App[int]):
         self.call_later(widget.run_action, action)
 
     def action_stop_reply(self) -> None:
-        self.chat.action_stop()
+        self.hosts.chat_here().action_stop()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from without_duplicates(super().get_system_commands(screen))
         for command in palette_commands(self.BINDINGS, ModelsTable.BINDINGS):
             yield SystemCommand(command.title, command.help,
                                 lambda action=command.action: self.run_action(action))
+        yield from self.hosts.system_commands()
 
 
 _OWN_ACTIONS = frozenset(b.action for b in MlxTuiApp.BINDINGS if isinstance(b, Binding))
@@ -491,8 +520,14 @@ def run_app(args: argparse.Namespace) -> int:
     runtime, stop_hosts = build_runtime_with_hosts(getattr(args, "settings", None),
                                                    db_path=getattr(args, "db", None))
     try:
+        try:
+            remotes, open_on = hosts_of_run(runtime.settings_store.settings,
+                                            getattr(args, "remote", None) or ())
+        except UnknownRemote as exc:
+            print(f"mlx-tui: {exc}", file=sys.stderr)
+            return 2
         app = MlxTuiApp(runtime, model=getattr(args, "model", None),
-                        api=not getattr(args, "no_api", False))
+                        api=not getattr(args, "no_api", False), remotes=remotes, open_on=open_on)
         result = app.run()
     finally:
         runtime.close()

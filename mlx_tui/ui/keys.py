@@ -84,6 +84,7 @@ def binding_groups() -> list[tuple[str, type]]:
     from .screens.chat_options import ChatOptionsScreen
     from .screens.confirm import ConfirmScreen
     from .screens.conversations import ConversationsScreen
+    from .screens.fleet import FleetScreen
     from .screens.help import HelpScreen
     from .screens.prompt_caches import PromptCachesScreen
     from .screens.settings import SettingsScreen
@@ -98,6 +99,7 @@ def binding_groups() -> list[tuple[str, type]]:
         ("Settings screen", SettingsScreen),
         ("Chat options screen", ChatOptionsScreen),
         ("Saved chats screen", ConversationsScreen),
+        ("Fleet overview (f2, with [[remotes]])", FleetScreen),
         ("Prompt caches screen", PromptCachesScreen),
         ("Questions", ConfirmScreen),
         ("Help screen", HelpScreen),
