@@ -1,9 +1,9 @@
 """The prompt caches: every kept KV cache of every model, in memory or on disk, and its worth.
 
 One row per prompt cache: its model, what made it (a chat in the app, an API request), its
-tokens, its bytes in memory and on disk, where it is now (``memory`` or ``disk``), when it was
-last read, how often it was read lately, and its value: the prefill seconds it saves each time
-it is read (from the model's own measured prefill speed). ``d`` drops the highlighted one from
+tokens, its bytes in memory and on disk, where it is now (``memory``, ``disk`` or ``both``),
+when it was last read, how often it was read lately, and its value: the prefill seconds it
+saves each time it is read (from the model's own measured prefill speed). ``d`` drops the highlighted one from
 memory: a copy on disk stays, one only in memory is gone (its next prompt is read in full).
 
 The list is read again when the cache reports news that changes it (a prompt cache dropped,
@@ -28,7 +28,7 @@ from ...core.cache import ModelCache
 from ...core.events import CacheEvent, EventKind
 from ...core.prompt_cache import PromptCacheView
 from ...core.units import format_bytes
-from ..format import clock_time
+from ..format import clock_time, middle_cut
 from ..names import ShownNames
 
 __all__ = ["PromptCachesScreen", "REFRESHING_KINDS"]
@@ -37,9 +37,11 @@ REFRESHING_KINDS = frozenset({EventKind.PROMPT_CACHE, EventKind.RELEASED, EventK
                               EventKind.EVICTED, EventKind.CLEANUP})
 """Cache events after which the list is read again."""
 
-COLUMNS = (("model", "Model"), ("label", "Made by"), ("tokens", "Tokens"), ("memory", "Memory"),
+COLUMNS = (("model", "Model"), ("label", "From"), ("tokens", "Tokens"), ("memory", "Memory"),
            ("disk", "Disk"), ("tier", "In"), ("last_used", "Last use"), ("hits", "Reads"),
-           ("saves", "Saves / read"))
+           ("saves", "Saves"))
+MODEL_WIDTH = 24
+"""A longer model name is cut in the middle, so the list fits 80 columns."""
 _RIGHT = frozenset({"tokens", "memory", "disk", "hits", "saves"})
 
 
@@ -124,10 +126,10 @@ class PromptCachesScreen(ModalScreen[None]):
         return self._views.get(str(key))
 
     def _cells(self, v: PromptCacheView, now: float) -> tuple[str, ...]:
-        return (self._names.shown(v.model), v.label, f"{v.tokens:,}",
+        return (middle_cut(self._names.shown(v.model), MODEL_WIDTH), v.label, f"{v.tokens:,}",
                 format_bytes(v.memory_bytes) if v.memory_bytes else "-",
                 format_bytes(v.disk_bytes) if v.disk_bytes else "-",
-                "memory + disk" if v.memory_bytes and v.disk_bytes else v.tier,
+                "both" if v.memory_bytes and v.disk_bytes else v.tier,
                 clock_time(v.last_used, now), str(v.hits), f"{v.saves_seconds:.2f} s")
 
     def refresh_list(self) -> None:
@@ -166,8 +168,8 @@ class PromptCachesScreen(ModalScreen[None]):
             memory = sum(v.memory_bytes for v in views)
             disk = sum(v.disk_bytes for v in views)
             text = (f"{len(views)} prompt cache{'s' if len(views) != 1 else ''}: "
-                    f"{format_bytes(memory)} in memory, {format_bytes(disk)} on disk. "
-                    "Saves / read: the prefill seconds each read spares.")
+                    f"{format_bytes(memory)} in memory, {format_bytes(disk)} on disk. Saves: the "
+                    "seconds of prefill each read spares; In: memory, disk or both.")
         self.query_one("#prompt-caches-summary", Static).update(Text(text))
 
     # -- acting ----------------------------------------------------------------------------------
