@@ -41,7 +41,7 @@ NEWS = [  # (what the cache says, the label, the colour it gets)
 
 def label_colour(log: EventLog) -> tuple[str, Color | None]:
     """The label of the log's only line, and the colour it is drawn in."""
-    stamp, label = list(log.lines[0])[:2]
+    _stamp, label = list(log.lines[0])[:2]
     return label.text.strip(), label.style.color if label.style else None
 
 

@@ -10,9 +10,9 @@ from mlx_tui.core.cache import ModelState
 from mlx_tui.core.chat import ChatMessage
 from mlx_tui.core.memory import MemorySnapshot
 from mlx_tui.core.units import format_bytes
+from mlx_tui.distributed.views import RankView
 from mlx_tui.ui.app import MlxTuiApp
 from mlx_tui.ui.screens.confirm import ConfirmScreen
-from mlx_tui.distributed.views import RankView
 from mlx_tui.ui.widgets.models_table import COLUMNS, ModelsTable, short_bytes
 
 from .helpers import (QUICK, focus_table, notes, press_in_table, screen_lines, select_row,

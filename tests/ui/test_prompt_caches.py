@@ -79,7 +79,8 @@ async def test_a_second_turn_reads_its_history_from_the_prompt_cache_the_table_a
         while screen.rows_text():  # the others too (a cache read to make a newer one shares
             left = len(screen.rows_text())  # its arrays: MLX frees them with the last of them)
             await pilot.press("d")
-            await until(pilot, lambda: len(screen.rows_text()) == left - 1, what="the row to go")
+            await until(pilot, lambda left=left: len(screen.rows_text()) == left - 1,
+                        what="the row to go")
         assert app.runtime.cache.get("tiny-a").prompt_cache_bytes == 0
         assert mx.get_active_memory() < active_before, "MLX gave the caches' arrays back"
         assert "No prompt caches yet" in str(screen.query_one("#prompt-caches-summary").render())
