@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
+from .listeners import Listeners
+
 __all__ = ["EventKind", "CacheEvent", "Listener", "EventOutbox"]
 
 log = logging.getLogger("mlx_tui.cache")
@@ -69,18 +71,11 @@ class EventOutbox:
         self._queue: deque[CacheEvent] = deque()
         self._queue_lock = threading.Lock()
         self._delivering = threading.Lock()
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Listener] = Listeners()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._queue_lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._queue_lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        """Call ``listener`` for every event delivered; returns a function that unsubscribes."""
+        return self._listeners.add(listener)
 
     def put(self, event: CacheEvent) -> None:
         """Queue ``event`` (cheap; call it under the owner's lock)."""
@@ -98,7 +93,7 @@ class EventOutbox:
                         if not self._queue:
                             break
                         event = self._queue.popleft()
-                        listeners = list(self._listeners)
+                    listeners = self._listeners.snapshot()
                     for listener in listeners:
                         try:
                             listener(event)

@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 from .cache import ModelCache
 from .catalog import Catalog
 from .chat import ChatEngine
+from .listeners import Listeners
 from .loader import MlxLoader, ModelLoader
 from .memory import MemoryProbe, SystemMemoryProbe
 from .monitor import CacheMonitor
@@ -53,10 +54,9 @@ class Runtime:
     monitor: CacheMonitor
     problems: list[str] = field(default_factory=list)
     """What went wrong at start that a front end should show (an unwritable database...)."""
-    _subscriptions: list[_Subscription] = field(default_factory=list)
+    _subscriptions: Listeners[_Subscription] = field(default_factory=Listeners)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._unsubscribe_store = self.settings_store.subscribe(self._dispatch)
@@ -67,25 +67,15 @@ class Runtime:
         """Call ``listener`` when one of ``sections`` changed (every change when None), and
         with the error when the file became invalid. Called from the watch thread or the
         thread that saved; returns a function that unsubscribes."""
-        sub = _Subscription(listener, frozenset(sections) if sections is not None else None)
-        with self._lock:
-            self._subscriptions.append(sub)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if sub in self._subscriptions:
-                    self._subscriptions.remove(sub)
-
-        return unsubscribe
+        return self._subscriptions.add(
+            _Subscription(listener, frozenset(sections) if sections is not None else None))
 
     def _dispatch(self, change: SettingsChange) -> None:
         if change.new is not None and change.sections & CACHE_SECTIONS:
             self.cache.apply_settings(change.new, change.sections)
         elif change.error is not None:
             self.cache.report_settings_error(change.error)
-        with self._lock:
-            subs = list(self._subscriptions)
-        for sub in subs:
+        for sub in self._subscriptions.snapshot():
             if change.error is None and sub.sections is not None and not (change.sections & sub.sections):
                 continue
             try:

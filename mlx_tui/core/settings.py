@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import tomli_w
 
 from .planner import CLEANUP_MODES, CleanupMode, Thresholds
+from .listeners import Listeners
 from .policy import DEFAULT_POLICY, get_policy
 
 __all__ = [
@@ -527,7 +528,7 @@ class SettingsStore:
         self.path = path
         self.source = source
         self._lock = threading.Lock()
-        self._listeners: list[SettingsListener] = []
+        self._listeners: Listeners[SettingsListener] = Listeners()
         self._mtime: float | None = None
         self.error: SettingsError | None = None
         self._settings = Settings()
@@ -544,15 +545,7 @@ class SettingsStore:
 
     def subscribe(self, listener: SettingsListener) -> Callable[[], None]:
         """Hear every change; returns a function that unsubscribes."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.add(listener)
 
     def _stat(self) -> float | None:
         try:
@@ -562,9 +555,7 @@ class SettingsStore:
         return st.st_mtime_ns + st.st_size
 
     def _notify(self, change: SettingsChange) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
+        for listener in self._listeners.snapshot():
             listener(change)
 
     def reload_if_changed(self) -> bool:
