@@ -437,6 +437,11 @@ class MlxTuiApp(App[int]):
     def action_prompt_caches(self) -> None:
         from .screens.prompt_caches import PromptCachesScreen
 
+        if getattr(self.screen, "table", self.table) is not self.table:  # a remote host's screen
+            self.notify("The prompt-cache view lists this machine's prompt caches; a remote "
+                        "host's are in its models table (the Prompt cache column).",
+                        title="Prompt caches", timeout=8)
+            return
         self.push_screen(PromptCachesScreen(self.runtime.cache, self.names, model=self.table.selected))
 
     def action_toggle_log(self) -> None:

@@ -5,16 +5,19 @@ memory figures."""
 from __future__ import annotations
 
 import re
+import socket
 
 import mlx.core as mx
 
 from mlx_tui.core.chat import ChatMessage
+from mlx_tui.remote.address import RemoteAddress
 from mlx_tui.ui.app import MlxTuiApp
+from mlx_tui.ui.screens.host import HostScreen
 from mlx_tui.ui.screens.prompt_caches import PromptCachesScreen
 from mlx_tui.ui.widgets.chat import ReplyView
 from mlx_tui.ui.widgets.models_table import short_bytes
 
-from .helpers import focus_table, notes, reply_done, type_text, until
+from .helpers import QUICK, focus_table, notes, reply_done, type_text, until
 
 LONG_ENOUGH = {"min_tokens": 8}
 """Short test messages keep a prompt cache too (the default keeps prompts of 64 tokens on)."""
@@ -119,3 +122,23 @@ async def test_the_view_lists_new_prompt_caches_while_it_is_open_and_says_when_t
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, PromptCachesScreen),
                     what="the view from the command palette")
+
+
+async def test_on_a_remote_hosts_screen_the_key_says_whose_prompt_caches_it_lists(
+        make_runtime, tiny_models) -> None:
+    with socket.socket() as gone:  # a port nothing listens on: a host that went away
+        gone.bind(("127.0.0.1", 0))
+        port = gone.getsockname()[1]
+    app = MlxTuiApp(make_runtime(tiny_models), model="tiny-a", api=False, params=QUICK,
+                    remotes=[RemoteAddress("studio", f"http://127.0.0.1:{port}")])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")  # the next host: studio
+        await until(pilot, lambda: isinstance(app.screen, HostScreen), what="studio's screen")
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        assert isinstance(app.screen, HostScreen), "not this machine's list over studio's screen"
+        assert any(n.startswith("Prompt caches: ") and "this machine's" in n for n in notes(app))
+        await pilot.press("f3")  # back to this machine
+        await until(pilot, lambda: not isinstance(app.screen, HostScreen), what="this machine")
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: isinstance(app.screen, PromptCachesScreen), what="the view")
