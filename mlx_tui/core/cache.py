@@ -53,6 +53,28 @@ log = logging.getLogger("mlx_tui.cache")
 RECENT_USES = 16
 
 
+SIGNAL_CHECK_SECONDS = 0.1
+
+
+def _wait_interruptibly(future: "Future[Any]", deadline: float | None) -> None:
+    """``future.result()``, in short waits: a signal (Ctrl-C) may be delivered to any thread,
+    and one that lands on an MLX thread would not wake a main thread blocked for good; between
+    two short waits the main thread runs its handlers. Raises what the future raised, or
+    ``TimeoutError`` past ``deadline`` (monotonic)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    while True:
+        step = SIGNAL_CHECK_SECONDS
+        if deadline is not None:
+            step = min(step, max(0.0, deadline - time.monotonic()))
+        try:
+            future.result(timeout=step)
+            return
+        except FutureTimeout:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+
+
 def _set_event() -> threading.Event:
     event = threading.Event()
     event.set()
@@ -694,8 +716,7 @@ class ModelCache:
                     lease = self._lease(entry)
                     break
                 future = self._start_load(entry, "request")
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            future.result(timeout=remaining)
+            _wait_interruptibly(future, deadline)
         if self._usage is not None:
             self._usage.record_use(entry.name, entry.last_used)
         return lease
