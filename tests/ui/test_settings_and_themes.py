@@ -24,10 +24,13 @@ from .helpers import notes, press_in_table, select_row, until
 
 
 def rewrite(path: Path, text: str) -> None:
-    """Edit the file as an editor would, with a new modification time."""
-    path.write_text(text, encoding="utf-8")
+    """Edit the file as an editor saves it (a new file renamed over the old one, so the watcher
+    never reads it half written), with a new modification time."""
+    fresh = path.with_name(f".{path.name}.new")
+    fresh.write_text(text, encoding="utf-8")
     later = time.time() + 2
-    os.utime(path, (later, later))
+    os.utime(fresh, (later, later))
+    os.replace(fresh, path)
 
 
 async def test_a_threshold_changed_in_the_settings_screen_moves_the_markers_and_the_file(
