@@ -306,3 +306,23 @@ def test_a_load_asked_for_during_an_unload_waits_for_the_old_worker_to_let_go(
     assert kinds == [EventKind.EVICTED, EventKind.LOAD_STARTED], "the new load began after the unload"
     _, stats = runtime.chat.complete("m", [SYSTEM, ChatMessage("user", QUESTIONS[0])], GREEDY)
     assert stats.tokens > 0
+
+
+def test_a_prompt_cache_on_disk_only_can_be_deleted_and_its_files_go(
+        tmp_path: Path, model_factory: Callable[..., Path]) -> None:
+    settings_path = tmp_path / "s.toml"
+    write_settings(make_settings({"m": str(model_factory("m"))}), settings_path)
+    first = build_runtime(settings_path, db_path=tmp_path / "db")
+    turns(first, "m", QUESTIONS[:1])
+    first.close()
+    second = build_runtime(settings_path, db_path=tmp_path / "db")
+    try:
+        second.cache.load("m").result(timeout=60)  # its prompt caches are found on disk
+        [on_disk] = second.cache.prompt_caches()
+        assert on_disk.tier == "disk"
+        assert not second.cache.drop_prompt_cache("m", on_disk.id), "nothing in memory to drop"
+        assert second.cache.delete_prompt_cache("m", on_disk.id)
+        assert second.cache.prompt_caches() == []
+        assert not list(folder_of_caches(tmp_path).glob(f"{on_disk.id}.*"))
+    finally:
+        second.close()

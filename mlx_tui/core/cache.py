@@ -590,6 +590,13 @@ class ModelCache:
             stores = list(self._prompt_caches.values())
         return [v for s in stores for v in s.views()]
 
+    def delete_prompt_cache(self, model: str, entry_id: str, reason: str = "asked by user") -> bool:
+        """Delete one prompt cache that is on disk only (its files); False when it is not."""
+        entry = self._entry(model)
+        with self._lock:
+            store = self._prompt_caches.get(entry.key)
+        return store.delete(entry_id, reason) if store is not None else False
+
     def drop_prompt_cache(self, model: str, entry_id: str, reason: str = "asked by user") -> int:
         """Let one prompt cache's memory go (a disk copy stays); returns the bytes freed."""
         entry = self._entry(model)

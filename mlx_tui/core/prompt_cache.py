@@ -208,6 +208,17 @@ class PromptCacheStore:
         return PromptCacheItem(e.id, e.nbytes, self.saves_seconds(len(e.tokens)), tuple(e.hits),
                                e.last_used, e.created, e.in_use > 0)
 
+    def delete(self, entry_id: str, reason: str) -> bool:
+        """Forget one entry that is on disk only: its files are deleted. False when it is in
+        memory (drop it first) or gone."""
+        with self._lock:
+            e = self._entries.get(entry_id)
+            if e is None or e.cache is not None or not e.disk_bytes:
+                return False
+            self._remove(e)
+        self._discard(self._folder / f"{entry_id}.json", reason)
+        return True
+
     def discard_memory(self) -> int:
         """Let go of every entry's memory at once, without writing anything (an emergency);
         returns the bytes freed."""

@@ -179,8 +179,16 @@ class PromptCachesScreen(ModalScreen[None]):
             return
         shown = self._names.shown(view.model)
         if not view.memory_bytes:
-            self.notify(f"This prompt cache of {shown} is on disk only: nothing in memory to drop.",
-                        title="Nothing dropped", markup=False)
+            def delete() -> None:
+                gone = self._cache.delete_prompt_cache(view.model, view.id,
+                                                       reason="asked from the prompt-cache view")
+                message = (f"deleted from disk ({view.tokens:,} tokens of {shown})" if gone
+                           else f"it was no longer on disk ({shown})")
+                self.app.call_from_thread(self.notify, message, title="Prompt cache deleted",
+                                          markup=False)
+                self.post_message(self.Changed())
+
+            self.run_worker(delete, thread=True, name="delete prompt cache", exit_on_error=False)
             return
 
         def drop() -> None:
