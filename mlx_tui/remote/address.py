@@ -17,8 +17,7 @@ from ..core.settings import RemoteSettings
 __all__ = ["RemoteAddress", "UnknownRemote", "normalise_url", "is_loopback_host",
            "addresses_from_settings", "resolve_remote"]
 
-PLAIN_HTTP_NOTE = ("plain HTTP over the network: the key and the chats travel unencrypted "
-                   "(use https, or an SSH tunnel to a loopback port)")
+PLAIN_HTTP_NOTE = "plain HTTP over the network: key and chats unencrypted (use https or an SSH tunnel)"
 """What the fleet and ``status --all`` say of an ``http://`` remote that is not on loopback."""
 
 

@@ -60,13 +60,18 @@ class RemoteClient:
     def _host(self) -> str:
         return self.address.name
 
+    @property
+    def _where(self) -> str:
+        """``studio (http://studio.local:11435)``: how every message names the host."""
+        return f"{self.address.name} ({self.address.url})"
+
     # -- answers -------------------------------------------------------------------------------
     def _failed(self, response: httpx.Response) -> RemoteError:
         try:
             message = str(response.json()["error"]["message"])
         except (ValueError, KeyError, TypeError):
-            return NotAnInstance(self._host, f"{self._host} ({self.address.url}) answered "
-                                 f"{response.status_code} and is not an mlx-tui instance")
+            return NotAnInstance(self._host, f"{self._where}: answered {response.status_code}, "
+                                 "not as an mlx-tui instance does")
         if response.status_code == 401:
             return self._needs_key(401)
         return RemoteRefused(self._host, message, response.status_code)
@@ -88,16 +93,15 @@ class RemoteClient:
         except ValueError:
             doc = None
         if not isinstance(doc, dict):
-            raise NotAnInstance(self._host, f"{self._host} ({self.address.url}) answered, but "
-                                "not as an mlx-tui instance does (no JSON)")
+            raise NotAnInstance(self._host, f"{self._where}: answered, but not as an mlx-tui "
+                                "instance does (no JSON)")
         return doc
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
             response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
-            raise RemoteUnreachable(self._host, f"{self._host} ({self.address.url}): "
-                                    f"{_why(exc, self._timeout)}") from None
+            raise RemoteUnreachable(self._host, f"{self._where}: {_why(exc, self._timeout)}") from None
         return self._json(response)
 
     # -- what the app asks ---------------------------------------------------------------------
@@ -108,8 +112,8 @@ class RemoteClient:
         if "memory" not in doc and "status" in doc:
             raise self._needs_key(200)
         if "cached_models" not in doc:
-            raise NotAnInstance(self._host, f"{self._host} ({self.address.url}) answered /health "
-                                "without the fields of an mlx-tui instance")
+            raise NotAnInstance(self._host, f"{self._where}: answered /health without the fields "
+                                "of an mlx-tui instance")
         return doc
 
     def health(self) -> HealthReading:
@@ -118,8 +122,8 @@ class RemoteClient:
         try:
             return reading_from_health(doc)
         except (KeyError, TypeError, ValueError):
-            raise NotAnInstance(self._host, f"{self._host} ({self.address.url}) answered /health "
-                                "without the fields of an mlx-tui instance") from None
+            raise NotAnInstance(self._host, f"{self._where}: answered /health without the fields "
+                                "of an mlx-tui instance") from None
 
     def load(self, name: str, wait: bool = False) -> dict[str, Any]:
         """Start loading ``name`` there (with ``wait``: until it is loaded); the model's entry."""
@@ -149,5 +153,4 @@ class RemoteClient:
                 yield (line[5:].strip() for line in response.iter_lines()
                        if line.startswith("data:"))
         except httpx.HTTPError as exc:
-            raise RemoteUnreachable(self._host, f"{self._host} ({self.address.url}): "
-                                    f"{_why(exc, CHAT_TIMEOUT)}") from None
+            raise RemoteUnreachable(self._host, f"{self._where}: {_why(exc, CHAT_TIMEOUT)}") from None

@@ -8,13 +8,13 @@ remembers the host). It owns the host's HTTP client, its poller thread and its a
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import httpx
 
+from ..core.listeners import Listeners
 from ..core.store import ConversationRow, MessageRow, Store
 from .address import RemoteAddress
 from .cache import RemoteCache
@@ -74,8 +74,7 @@ class RemoteHost:
         self.cache = RemoteCache(self.client, self._actions, self.poll_now, clock)
         self.chat = RemoteChat(self.client, self.poll_now)
         self.store = HostStore(store, self.name)
-        self._listeners: list[ReportListener] = []
-        self._lock = threading.Lock()
+        self._listeners: Listeners[ReportListener] = Listeners()
         poll_options = {"interval": interval} if interval is not None else {}
         self.poller = HostPoller(self.name, self.client.health, self._deliver, clock=clock,
                                  **poll_options)
@@ -86,21 +85,12 @@ class RemoteHost:
         return self.poller.last
 
     def on_report(self, listener: ReportListener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        """Call ``listener`` with every report; returns a function that unsubscribes."""
+        return self._listeners.add(listener)
 
     def _deliver(self, report: HostReport) -> None:
         self.cache.apply(report)
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
+        for listener in self._listeners.snapshot():
             listener(report)
 
     def start(self) -> None:

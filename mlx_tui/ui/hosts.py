@@ -25,7 +25,7 @@ from ..remote.documents import reading_from_cache
 from ..remote.permissions import key_file_warning
 from ..remote.poller import HostReport
 from .screens.fleet import FleetRow, FleetScreen
-from .screens.host import HostScreen
+from .screens.host import HostScreen, post_from_thread
 from .widgets.chat import ChatInput
 
 if TYPE_CHECKING:
@@ -136,10 +136,7 @@ class HostSwitcher:
     # -- news ----------------------------------------------------------------------------------
     def _post(self, report: HostReport) -> None:
         """In a poller's thread: only post a message."""
-        try:
-            self._app.post_message(HostReported(report))
-        except RuntimeError:  # the event loop is gone: the app is closing
-            pass
+        post_from_thread(self._app, HostReported(report))
 
     def reported(self, report: HostReport) -> None:
         """On the event loop: the host's screen and the overview show it; the app's event log

@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,7 +33,9 @@ from mlx_tui.core.model_view import ModelState
 from mlx_tui.devtools.ports import free_port
 from mlx_tui.devtools.settings_files import write_isolated_settings
 from mlx_tui.remote.address import RemoteAddress
-from mlx_tui.ui.app import MlxTuiApp
+from mlx_tui.cli import parse_args
+from mlx_tui.ui.app import MlxTuiApp, run_app
+from mlx_tui.ui.hosts import hosts_of_run
 from mlx_tui.ui.screens.fleet import FleetScreen
 from mlx_tui.ui.screens.host import HostScreen
 from mlx_tui.ui.widgets.chat import ChatInput, ReplyView
@@ -294,50 +297,135 @@ async def _lateness(pilot: Pilot, seconds: float, tick: float = 0.02) -> list[fl
     return late
 
 
+async def _typing_measured(pilot: Pilot, app: MlxTuiApp) -> list[float]:
+    """Type a line and hide the log on the local screen, measuring the loop meanwhile (2 s)."""
+    measuring = asyncio.create_task(_lateness(pilot, 2.0))
+    await type_text(pilot, "still here")
+    await pilot.press("ctrl+l")
+    late = await measuring
+    assert app.query_one(ChatInput).text == "still here"
+    return late
+
+
 def _figures(late: list[float]) -> str:
     ranked = sorted(late)
     return (f"median {statistics.median(ranked):.1f} ms, p95 {ranked[int(len(ranked) * 0.95)]:.1f} ms, "
             f"max {ranked[-1]:.1f} ms over {len(ranked)} ticks")
 
 
+class SlowServer:
+    """A remote that answers one byte of headers every half second (so a poll stays under way,
+    each read inside its timeout) until told to go silent; then nothing more (the poll times
+    out). Stands in for a host behind a failing link."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.asked = threading.Event()
+        self.silent = threading.Event()
+        self._stop = threading.Event()
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except OSError:
+                return
+            self._open.append(conn)
+            threading.Thread(target=self._dribble, args=(conn,), daemon=True).start()
+
+    def _dribble(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            self.asked.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            while not self.silent.is_set() and not self._stop.wait(0.5):
+                conn.sendall(b"z")
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._socket.close()
+        for conn in self._open:
+            conn.close()
+
+
 async def test_the_local_screen_keeps_answering_while_a_remote_never_answers(
         fleet_app: Callable[..., MlxTuiApp], remotes: dict[str, Served],
         record_property: Callable[[str, Any], None], capsys: pytest.CaptureFixture[str]) -> None:
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(16)  # the kernel completes connections; nothing reads or answers
-        silent = RemoteAddress("silent", f"http://127.0.0.1:{hole.getsockname()[1]}")
+    baseline_app = fleet_app()
+    async with baseline_app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        baseline = await _typing_measured(pilot, baseline_app)
 
-        baseline_app = fleet_app()
-        async with baseline_app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause(0.5)
-            baseline = await _lateness(pilot, 2.0)
-
-        app = fleet_app(silent, remotes["laptop"])
+    slow = SlowServer()
+    try:
+        app = fleet_app(RemoteAddress("slow", slow.url), remotes["laptop"])
         async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.pause()
-            silent_host = app.hosts.hosts[0]
-            measuring = asyncio.create_task(_lateness(pilot, 2.0))
-            # keys on the local screen while the silent host's first poll is still waiting
-            await type_text(pilot, "still here")
-            await pilot.press("ctrl+l")
-            assert silent_host.report is None, "the poll of the silent host is still waiting"
-            assert app.query_one(ChatInput).text == "still here"
-            assert app.query_one("#lower").has_class("show-log") is False
-            during = await measuring
-            await until(pilot, lambda: silent_host.report is not None, timeout=10,
-                        what="the silent host given up on")
-            assert "no answer within 3 s" in (silent_host.report.problem or "")
+            await until(pilot, slow.asked.is_set, what="the slow host asked")
+            slow_host = app.hosts.hosts[0]
+            # the same keys on the local screen while the slow host's poll is under way
+            during = await _typing_measured(pilot, app)
+            assert slow_host.report is None, "the slow host's first poll is still under way"
+            assert app.query_one("#lower").has_class("show-log") is False  # ctrl+l was handled
+            slow.silent.set()  # now it says nothing at all: the poll times out
+            await until(pilot, lambda: slow_host.report is not None, timeout=10,
+                        what="the slow host given up on")
+            assert "no answer within 3 s" in (slow_host.report.problem or "")
             fleet = await open_fleet(pilot, app)
-            await until(pilot, lambda: "laptop" in fleet.block_text("laptop")
-                        and fleet.block_text("laptop").split("\n")[0].endswith("up"),
+            await until(pilot, lambda: fleet.block_text("laptop").split("\n")[0].endswith("up"),
                         what="laptop up beside it")
-            assert "down" in fleet.block_text("silent").split("\n")[0]
-            assert "no answer within 3 s" in fleet.block_text("silent")
+            assert "down" in fleet.block_text("slow").split("\n")[0]
+            assert "no answer within 3 s" in fleet.block_text("slow")
             assert any("2 of 3 hosts answer" in line for line in screen_lines(app))
+    finally:
+        slow.close()
 
-    figures = (f"event-loop lateness while a remote timed out: {_figures(during)}; "
+    figures = (f"event-loop lateness while a remote's poll hung: {_figures(during)}; "
                f"without remotes: {_figures(baseline)}")
     record_property("loop_lateness", figures)
     with capsys.disabled():
         print(f"\n{figures}")
+
+
+async def test_remote_on_the_command_line_opens_on_that_host_and_the_palette_lists_them(
+        make_runtime: Callable[..., Any], tiny_models: dict[str, str], remotes: dict[str, Served],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    studio, laptop = remotes["studio"], remotes["laptop"]
+    runtime = make_runtime(tiny_models)
+    settings_path = runtime.settings_store.path
+    runtime.settings_store.update({"remotes": [
+        {"name": "studio", "url": studio.url, "api_key": KEY}]})
+    os.chmod(settings_path, 0o644)  # a file with a key that others may read
+    settings = runtime.settings_store.settings
+    addresses, open_on = hosts_of_run(settings, [laptop.url])  # as `mlx-tui --remote URL`
+    assert [a.name for a in addresses] == ["studio", f"127.0.0.1:{laptop.port}"]
+    assert open_on == f"127.0.0.1:{laptop.port}" and addresses[0].api_key == KEY
+
+    app = MlxTuiApp(runtime, model="tiny-a", api=False, params=QUICK, key_clock=SlowTypist(),
+                    remotes=addresses, open_on=open_on)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, HostScreen), what="the remote of --remote")
+        assert app.screen.host.address.url == laptop.url
+        assert any("chmod 600" in n.message for n in app._notifications)
+        assert any("chmod 600" in line for line in app.event_log.lines_written)
+        titles = {str(c.title): c for c in app.get_system_commands(app.screen)}
+        assert {"Hosts: go to 1 local", "Hosts: go to 2 studio"} <= set(titles)
+        await pilot.press("ctrl+p")
+        await type_text(pilot, "go to 2 studio")
+        await pilot.press("enter")
+        await until(pilot, lambda: getattr(app.screen, "host", None) is not None
+                    and app.screen.host.name == "studio", what="studio from the palette")
+        await until(pilot, lambda: app.screen.table.row_count > 0, what="studio's models (its key)")
+        assert KEY not in "\n".join(screen_lines(app))
+
+    parsed = parse_args(["--settings", str(settings_path), "--db", str(tmp_path / "other.db"),
+                         "--remote", "cupboard"])
+    assert run_app(parsed) == 2
+    assert "--remote 'cupboard': no [[remotes]] table has that name (studio)" in capsys.readouterr().err

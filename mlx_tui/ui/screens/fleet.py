@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from rich.style import Style
+from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -26,16 +27,15 @@ from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from ...core.model_view import ModelState
-from ...core.units import format_bytes
 from ...remote.documents import HealthReading
 from ...remote.poller import HostReport
-from ..format import clock_time, middle_cut, reason_cut, seconds
+from ..format import clock_time, gigabytes, middle_cut, reason_cut, seconds
 from .host import state_words, why_down
 
 if TYPE_CHECKING:
     from ..hosts import HostSwitcher
 
-__all__ = ["FleetScreen", "FleetRow", "BlockStyles", "host_block", "memory_bar"]
+__all__ = ["FleetScreen", "FleetRow", "BlockStyles", "host_block", "block_plain", "memory_bar"]
 
 BAR_WIDTH = 20
 
@@ -104,50 +104,64 @@ def _models_text(reading: HealthReading, width: int) -> Text:
 
 
 def host_block(row: FleetRow, width: int, now: float | None = None,
-               styles: BlockStyles = BlockStyles()) -> Text:
-    """The lines of one host in ``width`` cells: name and state, memory, models, and (when
-    there is one) the reason it does not answer or its security note."""
+               styles: BlockStyles = BlockStyles()) -> list[Text]:
+    """The lines of one host in ``width`` cells (its number is shown beside them): name,
+    address and state; why it does not answer; memory against its thresholds and requests in
+    flight; its models in memory; its security note."""
     now = time.time() if now is None else now
     inner = max(20, width)
     state = "up (this machine)" if row.local else state_words(row.report, now)
-    head = Text.assemble((f"{row.number} ", "bold"), (row.name, "bold"), "  ", (row.url, "dim"))
+    head = Text.assemble((row.name, "bold"), "  ", (row.url, "dim"))
     state_style = styles.up if row.reachable else (
         styles.warning if row.report is None else styles.down)
-    room = inner - head.cell_len - 2
-    if room >= len(state):
+    if inner - head.cell_len - 2 >= len(state):
         head.append("  ")
         head.append(state, style=state_style)
         lines = [head]
     else:  # narrow: the state on a line of its own
-        lines = [head, Text("  " + middle_cut(state, inner - 2), style=state_style)]
+        lines = [head, Text(middle_cut(state, inner), style=state_style)]
     if row.report is not None and not row.report.reachable:
-        lines.append(Text("  ✗ " + reason_cut(why_down(row.report, row.problem_prefix), inner - 4),
-                          style=state_style))
+        why = why_down(row.report, row.problem_prefix)
+        lines.append(Text("✗ " + reason_cut(why, inner - 2), style=state_style))
     reading = row.reading
     if reading is None:
-        lines.append(Text("  no reading yet", style="dim"))
+        lines.append(Text("no reading yet", style="dim"))
     else:
         snap, th = reading.memory, reading.thresholds
-        stale = "" if row.reachable else f" (as last seen {clock_time(row.report.at if row.report else 0, now)})"
-        memory = Text("  ")
-        memory.append_text(memory_bar(snap.used_fraction, th.warning, th.emergency, styles=styles))
-        memory.append(f" {snap.used_fraction:.0%} {th.zone(snap.used_fraction)}"
-                      f" · {format_bytes(snap.used_bytes)}/{format_bytes(snap.total_bytes)}")
-        figures = (f" · warning {th.warning:.0%} · emergency {th.emergency:.0%}"
-                   f" · {reading.in_flight} in flight{stale}")
-        if memory.cell_len + len(figures) <= inner:
-            memory.append(figures, style=Style(dim=not row.reachable))
+        memory = memory_bar(snap.used_fraction, th.warning, th.emergency, styles=styles)
+        memory.append(f" {snap.used_fraction:.0%} {th.zone(snap.used_fraction)} · "
+                      f"{gigabytes(snap.used_bytes)}/{gigabytes(snap.total_bytes)} GB")
+        stale = "" if row.reachable or row.report is None else (
+            f" (as last seen {clock_time(row.report.at, now)})")
+        figures = (f"warning {th.warning:.0%} · emergency {th.emergency:.0%} · "
+                   f"{reading.in_flight} in flight{stale}")
+        if memory.cell_len + 3 + len(figures) <= inner:
+            memory.append(" · " + figures, style=Style(dim=True))
             lines.append(memory)
         else:
-            lines += [memory, Text("  " + figures.lstrip(" ·"), style=Style(dim=True))]
-        models = Text("  ")
-        models.append_text(_models_text(reading, inner - 2))
+            lines += [memory, Text(middle_cut(figures, inner), style=Style(dim=True))]
+        models = _models_text(reading, inner)
         if not row.reachable:
             models.stylize("dim")
         lines.append(models)
     if row.note:
-        lines.append(Text(f"  ⚠ {middle_cut(row.note, inner - 4)}", style=styles.warning))
-    return Text("\n").join(lines)
+        lines.append(Text(f"⚠ {middle_cut(row.note, inner - 2)}", style=styles.warning))
+    return lines
+
+
+def block_plain(row: FleetRow, lines: list[Text]) -> str:
+    """A block as plain text, its number before the first line (what tests and people read)."""
+    pad = " " * (len(str(row.number)) + 1)
+    return "\n".join(f"{row.number} {line.plain}" if i == 0 else f"{pad}{line.plain}"
+                     for i, line in enumerate(lines))
+
+
+def _prompt(row: FleetRow, lines: list[Text]) -> Table:
+    grid = Table.grid(padding=(0, 1, 0, 0))
+    grid.add_column(no_wrap=True)
+    grid.add_column(ratio=1)
+    grid.add_row(Text(str(row.number), style="bold"), Text("\n").join(lines))
+    return grid
 
 
 class FleetScreen(ModalScreen["int | None"]):
@@ -163,10 +177,6 @@ class FleetScreen(ModalScreen["int | None"]):
 
     COMPONENT_CLASSES = {"fleet--up", "fleet--down", "fleet--warning"}
     DEFAULT_CSS = """
-    FleetScreen #fleet-dialog { width: 100%; max-width: 140; max-height: 100%; }
-    FleetScreen #fleet { height: auto; max-height: 1fr; border: none; padding: 0; }
-    FleetScreen #fleet > .option-list--option { padding: 0 0 1 0; }
-    FleetScreen #fleet-summary { color: $text-muted; }
     FleetScreen > .fleet--up { color: $success; }
     FleetScreen > .fleet--down { color: $error; }
     FleetScreen > .fleet--warning { color: $warning; }
@@ -204,7 +214,9 @@ class FleetScreen(ModalScreen["int | None"]):
 
     def refresh_rows(self, force: bool = False) -> None:
         """Redraw the blocks whose text changed (every row when ``force``)."""
-        options = self.query_one(OptionList)
+        options = self.query_one_optional(OptionList)
+        if options is None:  # not composed yet, or being taken down as the app closes
+            return
         width = max(20, options.scrollable_content_region.width - 2)
         now = time.time()
         styles = BlockStyles(*(Style(color=self.get_component_rich_style(f"fleet--{name}").color)
@@ -215,14 +227,17 @@ class FleetScreen(ModalScreen["int | None"]):
             self._shown.clear()
             options.add_options([Option(Text(r.name), id=r.name) for r in rows])
         for row in rows:
-            block = host_block(row, width, now, styles)
-            if force or self._shown.get(row.name) != block.plain:
-                self._shown[row.name] = block.plain
-                options.replace_option_prompt(row.name, block)
+            lines = host_block(row, width - len(str(row.number)) - 1, now, styles)
+            plain = block_plain(row, lines)
+            if force or self._shown.get(row.name) != plain:
+                self._shown[row.name] = plain
+                options.replace_option_prompt(row.name, _prompt(row, lines))
         up = sum(1 for r in rows if r.reachable)
         busy = sum(r.reading.in_flight for r in rows if r.reading is not None and r.reachable)
-        self.query_one("#fleet-summary", Static).update(Text(
-            f"{up} of {len(rows)} hosts answer · {busy} requests in flight", style="dim"))
+        summary = self.query_one_optional("#fleet-summary", Static)
+        if summary is not None:
+            summary.update(Text(f"{up} of {len(rows)} hosts answer · {busy} requests in flight",
+                                style="dim"))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

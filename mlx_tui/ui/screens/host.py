@@ -18,6 +18,8 @@ from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.content import Content
+from textual.message import Message
+from textual.message_pump import MessagePump
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -35,10 +37,19 @@ if TYPE_CHECKING:  # httpx loads with the first remote host, not with the app
     from ...remote.host import RemoteHost
     from ...remote.poller import HostReport
 
-__all__ = ["HostScreen", "state_words", "why_down", "report_line", "fit_table_height"]
+__all__ = ["HostScreen", "state_words", "why_down", "report_line", "fit_table_height",
+           "post_from_thread"]
 
 CHAT_REPLY_LINES = 8  # as on the app's own screen: the chat keeps 8 lines, the table gives way
 TABLE_MIN_HEIGHT, TABLE_MAX_HEIGHT = 4, 12
+
+
+def post_from_thread(node: MessagePump, message: Message) -> None:
+    """Post ``message`` to ``node`` from a worker thread; nothing once the app has closed."""
+    try:
+        node.post_message(message)
+    except RuntimeError:  # the event loop is gone: the app is closing
+        pass
 
 
 def fit_table_height(height: int) -> int:
@@ -97,8 +108,8 @@ class HostScreen(Screen[None]):
         cache = self.host.cache
         self.gauge = MemoryGauge(cache.thresholds.warning, cache.thresholds.emergency, id="gauge")
         self.table = ModelsTable(cache, self.names, clock=self._key_clock, id="models")
-        model, _ = first_model(cache, None, self.names)
-        self.chat = ChatPane(self.host, model, self._params_for, id="chat")  # type: ignore[arg-type]
+        self.chat = ChatPane(self.host, self._first_model(), self._params_for,  # type: ignore[arg-type]
+                             id="chat")
         self.event_log = EventLog(id="log")
         yield self.gauge
         yield self.table
@@ -111,6 +122,7 @@ class HostScreen(Screen[None]):
         self._fit(self.app.size.width, self.app.size.height)
         self.watch(self, "maximized", lambda _: self._fit(self.app.size.width, self.app.size.height))
         self.gauge.show_snapshot(self.host.cache.memory())
+        self.gauge.border_title = f"Memory · {self.host.name}"
         self.table.sync()
         self.table.set_chat_model(self.chat.model, select=True)
         self._unsubscribe = self.host.cache.subscribe(self._on_cache_event)
@@ -136,13 +148,18 @@ class HostScreen(Screen[None]):
         zoomed = self.maximized is self.table
         self.table.styles.max_height = None if zoomed else fit_table_height(height)
 
+    def _first_model(self) -> str | None:
+        """What a chat with this host starts with: its most used model in memory, else the one
+        the app would pick (``default``, ``demo``, the first usable)."""
+        loaded = [v for v in self.host.cache.models() if v.is_loaded]
+        if loaded:
+            return max(loaded, key=lambda v: v.use_count).name
+        return first_model(self.host.cache, None, self.names)[0]
+
     # -- the host's news -----------------------------------------------------------------------
     def _on_cache_event(self, event: CacheEvent) -> None:
         """In the poller's (or the action) thread: only post a message."""
-        try:
-            self.post_message(CacheEventPosted(event))
-        except RuntimeError:  # the event loop is gone: the app is closing
-            pass
+        post_from_thread(self, CacheEventPosted(event))
 
     def on_cache_event_posted(self, message: CacheEventPosted) -> None:
         message.stop()  # the app's handler is for the local cache
@@ -165,7 +182,7 @@ class HostScreen(Screen[None]):
         views = self.host.cache.models()
         self.table.sync(views)
         if self.chat.model is None and views:  # the first reading: a model to chat with
-            model, _ = first_model(self.host.cache, None, self.names)
+            model = self._first_model()
             if model is not None:
                 self.chat.set_model(model)
                 self.table.set_chat_model(model, select=True)
