@@ -189,10 +189,9 @@ class HostSwitcher:
         self.start()
         if not 0 <= index <= len(self.hosts):
             return
-        app = self._app
-        on_host = any(isinstance(s, HostScreen) for s in app.screen_stack)
+        app = self._app  # called with no dialog open: the main screen or a host's is on top
         if index == 0:
-            if on_host and isinstance(app.screen, HostScreen):
+            if isinstance(app.screen, HostScreen):
                 await app.pop_screen()
         else:
             screen = self._screen(index)
@@ -203,7 +202,6 @@ class HostSwitcher:
                     await app.push_screen(screen)
         self.current = index
         name = self.names()[index]
-        app.sub_title = "" if index == 0 else f"on {name}"
         app.notify(f"Host {index + 1}: {name}" + (" (this machine)" if index == 0 else ""),
                    timeout=2)
 
