@@ -511,7 +511,8 @@ def measure_chat(folder: Path, work: Path, plan: Plan) -> ChatResult:
         parts: list[str] = []
         last = None
         with Meter() as m:
-            for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,
+            # the model is freed by a `del` below, which ruff reads as the name never bound
+            for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens,  # noqa: F821
                                             sampler=make_sampler(temp=0.0)):
                 parts.append(response.text)
                 last = response
