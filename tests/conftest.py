@@ -121,3 +121,39 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def server(runtime: Runtime) -> Iterator[Any]:
+    """The test file's ``runtime`` served on a free loopback port (an ``ApiServer``)."""
+    from tests.protocol_server import serving
+
+    with serving(runtime) as server:
+        yield server
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """``serve(runtime, api_key="", host="127.0.0.1", before_start=None)`` -> a started
+    ``ApiServer`` on a free port and an httpx client for it; ``before_start(server)`` may add
+    routes to its app. Every server started is stopped when the test ends."""
+    import httpx
+
+    from mlx_tui.server.serve import ApiServer
+
+    started: list[tuple[ApiServer, httpx.Client]] = []
+
+    def start(runtime: Runtime, api_key: str = "", host: str = "127.0.0.1",
+              before_start: Callable[[ApiServer], None] | None = None) -> tuple[ApiServer, httpx.Client]:
+        server = ApiServer(runtime, host, 0, api_key=api_key)
+        if before_start is not None:
+            before_start(server)
+        server.start()
+        client = httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=60)
+        started.append((server, client))
+        return server, client
+
+    yield start
+    for server, client in started:
+        client.close()
+        server.stop()

@@ -1,5 +1,5 @@
-"""A real API server on a free loopback port, for the tests that drive it with other
-protocols' official clients (Ollama, Anthropic, Prometheus)."""
+"""A real API server on a free loopback port, for the tests that drive it over HTTP (httpx and
+the official OpenAI, Ollama and Anthropic clients); the fixtures over it are in ``conftest.py``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+import httpx
+
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.server.serve import ApiServer
 
 HELLO = "Hello there, how are you?"
+
+Serve = Callable[..., tuple[ApiServer, httpx.Client]]
+"""The ``serve`` fixture: ``serve(runtime, api_key="", host="127.0.0.1", before_start=None)``."""
 
 
 @contextmanager

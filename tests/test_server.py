@@ -26,6 +26,7 @@ from mlx_tui.core.memory import FixedMemoryProbe
 from mlx_tui.core.runtime import Runtime
 from mlx_tui.devtools.modelgen import corrupt_model
 from mlx_tui.server.serve import ApiServer, PortInUse, UnsafeBind, is_loopback
+from tests.protocol_server import Serve
 
 SEED_FIELDS = ("name", "use_count", "last_used", "loaded_at", "load_time_seconds")
 CACHED_FIELDS = (*SEED_FIELDS, "state", "pinned", "size_bytes")
@@ -36,8 +37,6 @@ SEED_RULES = {  # the seed document's thresholds and clean-up, as settings.toml 
                "cleanup": "keep_best"},
     "cache": {"policy": "frequency"},  # use_count, then last_used
 }
-
-Serve = Callable[..., tuple[ApiServer, httpx.Client]]
 
 
 @pytest.fixture
@@ -54,24 +53,6 @@ def models(model_factory: Callable[..., Any]) -> dict[str, str]:
 def medium(model_factory: Callable[..., Any]) -> str:
     """A 200 MB model: its load lasts long enough (a few tenths of a second) to watch."""
     return str(model_factory("medium", target_bytes=200_000_000))
-
-
-@pytest.fixture
-def serve(runtime_factory: Callable[..., Runtime]) -> Iterator[Serve]:
-    """``serve(runtime)`` -> a started server on a free port and a client for it."""
-    started: list[tuple[ApiServer, httpx.Client]] = []
-
-    def start(runtime: Runtime, api_key: str = "") -> tuple[ApiServer, httpx.Client]:
-        server = ApiServer(runtime, "127.0.0.1", 0, api_key=api_key)
-        server.start()
-        client = httpx.Client(base_url=server.url, timeout=60)
-        started.append((server, client))
-        return server, client
-
-    yield start
-    for server, client in started:
-        client.close()
-        server.stop()
 
 
 def jq(program: str, raw: bytes) -> Any:

@@ -35,12 +35,6 @@ def runtime(runtime_factory: Callable[..., Runtime], model_factory: Callable[...
 
 
 @pytest.fixture
-def server(runtime: Runtime) -> Iterator[ApiServer]:
-    with serving(runtime) as server:
-        yield server
-
-
-@pytest.fixture
 def client(server: ApiServer) -> Iterator[anthropic.Anthropic]:
     client = anthropic.Anthropic(base_url=server.url, api_key="not-needed", max_retries=0,
                                  timeout=60)

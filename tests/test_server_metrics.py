@@ -5,7 +5,7 @@ through the Ollama and Anthropic clients, evictions and refusals of tiny real ML
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import anthropic
 import httpx
@@ -55,12 +55,6 @@ def models(model_factory: Callable[..., Any]) -> dict[str, str]:
 def runtime(runtime_factory: Callable[..., Runtime], models: dict[str, str],
             fixed_probe: FixedMemoryProbe) -> Runtime:
     return runtime_factory(models, probe=fixed_probe)
-
-
-@pytest.fixture
-def server(runtime: Runtime) -> Iterator[ApiServer]:
-    with serving(runtime) as server:
-        yield server
 
 
 def test_a_scrape_counts_loads_replies_tokens_and_evictions_and_shows_the_cache_now(

@@ -37,12 +37,6 @@ def runtime(runtime_factory: Callable[..., Runtime], models: dict[str, str]) -> 
 
 
 @pytest.fixture
-def server(runtime: Runtime) -> Iterator[ApiServer]:
-    with serving(runtime) as server:
-        yield server
-
-
-@pytest.fixture
 def client(server: ApiServer) -> Iterator[ollama.Client]:
     client = ollama.Client(host=server.url, timeout=60)
     yield client

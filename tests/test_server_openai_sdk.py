@@ -56,12 +56,6 @@ def runtime(runtime_factory: Callable[..., Runtime], models: dict[str, str]) -> 
 
 
 @pytest.fixture
-def server(runtime: Runtime) -> Iterator[ApiServer]:
-    with serving(runtime) as server:
-        yield server
-
-
-@pytest.fixture
 def client(server: ApiServer) -> Iterator[openai.OpenAI]:
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0,
                            timeout=60)

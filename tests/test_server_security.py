@@ -27,38 +27,15 @@ from mlx_tui.devtools.modelgen import corrupt_model
 from mlx_tui.server import security
 from mlx_tui.server.security import host_allowed, origin_allowed
 from mlx_tui.server.serve import ApiServer
+from tests.protocol_server import Serve
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 EVIL = "http://evil.example"
-
-Serve = Callable[..., tuple[ApiServer, httpx.Client]]
 
 
 @pytest.fixture
 def models(model_factory: Callable[..., Any]) -> dict[str, str]:
     return {"alpha": str(model_factory("alpha")), "beta": str(model_factory("beta", seed=1))}
-
-
-@pytest.fixture
-def serve() -> Iterator[Serve]:
-    """``serve(runtime, api_key="", host="127.0.0.1", before_start=None)`` -> a started server
-    and an httpx client for it; ``before_start(server)`` may add routes to its app."""
-    started: list[tuple[ApiServer, httpx.Client]] = []
-
-    def start(runtime: Runtime, api_key: str = "", host: str = "127.0.0.1",
-              before_start: Callable[[ApiServer], None] | None = None) -> tuple[ApiServer, httpx.Client]:
-        server = ApiServer(runtime, host, 0, api_key=api_key)
-        if before_start is not None:
-            before_start(server)
-        server.start()
-        client = httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=60)
-        started.append((server, client))
-        return server, client
-
-    yield start
-    for server, client in started:
-        client.close()
-        server.stop()
 
 
 def state(runtime: Runtime, name: str) -> ModelState:
