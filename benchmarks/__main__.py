@@ -31,13 +31,15 @@ from .common import go_offline
 
 go_offline()  # benchmarks never touch the network
 
-MODULES: tuple[str, ...] = ("policy_replay", "overheads", "responsiveness", "costs_of_being_open",
-                            "gpu_memory", "distributed")
+MODULES: tuple[str, ...] = (
+    "policy_replay", "overheads", "responsiveness", "costs_of_being_open", "gpu_memory",
+    "distributed",  # issue 17: two ranks over loopback against one process
+    "agent_tools",  # issue 12: an agent's trace with tools, TTFT against mlx_lm.server
+    "soak",  # issue 9: the 1,000-request leak run and the 2,000-request soak, per block of 250
+    "batching",  # issue 9: 8 and 32 concurrent streams against mlx_lm.server and one at a time
+    "prompt_reuse",  # issue 11: multi-turn, restart-resume and agent-trace TTFT against mlx_lm.server
+)
 """Benchmark modules of this package, in the order they run and appear in the report."""
-MODULES += ("agent_tools",)  # issue 12: an agent's trace with tools, TTFT against mlx_lm.server
-MODULES += ("soak",)  # issue 9: the 1,000-request leak run and the 2,000-request soak, per block of 250
-MODULES += ("batching",)  # issue 9: 8 and 32 concurrent streams against mlx_lm.server and one at a time
-MODULES += ("prompt_reuse",)  # issue 11: multi-turn, restart-resume and agent-trace TTFT against mlx_lm.server
 
 TITLES = {
     "policy_replay": "Cache policy replay",
@@ -45,7 +47,13 @@ TITLES = {
     "responsiveness": "Responsiveness",
     "costs_of_being_open": "Costs of being open",
     "gpu_memory": "GPU device memory",
+    "distributed": "Distributed",
+    "agent_tools": "Agent trace with tools",
+    "soak": "Soak and leak run",
+    "batching": "Continuous batching",
+    "prompt_reuse": "Prompt reuse",
 }
+"""Section titles for a module that failed or has nothing recorded (each writes its own otherwise)."""
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "BENCHMARKS.md"
