@@ -8,8 +8,9 @@ work rather than per-step overhead) serves every contender:
 * **bare** ``mlx_lm.stream_generate`` in this process, one request at a time (no server);
 * **mlx-lm batch_generate** in this process: mlx-lm's own batched generation of the same
   requests at once, no server: what batching can gain on this machine at best;
-* **mlx-tui**: ``mlx-tui --settings S --db D serve`` (default ``[engine]``: ``max_batch`` 8,
-  ``prefill_step`` 512), requests one at a time, then 8 and 32 at once;
+* **mlx-tui**: ``mlx-tui --settings S --db D serve`` (default ``[engine]``: ``max_batch`` 32,
+  ``prefill_step`` 2048), requests one at a time, then 8 and 32 at once; a second one with
+  ``max_batch`` 8 takes 32 at once too (the rest wait in its queue: first tokens later);
 * **mlx_lm.server** (``python -m mlx_lm.server --model PATH``, its defaults: decode
   concurrency 32, prompt concurrency 8, prefill step 2048), 8 and 32 at once.
 
@@ -34,7 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from mlx_tui.core.settings import EngineSettings
+
 from . import common
+
+ENGINE = EngineSettings()  # mlx-tui's defaults, as the servers below run them
 
 __all__ = ["Plan", "run", "main"]
 
@@ -42,7 +47,8 @@ DTYPE = "float32"
 SERVER_TARGET = 1.0
 BATCH_TARGET = 4.0
 ALONE_TARGET = 0.95
-WIDE_BATCH = 32  # a second mlx-tui with [engine].max_batch = 32, mlx_lm.server's decode concurrency
+NARROW_BATCH = 8  # a second mlx-tui with [engine].max_batch = 8 (the default before 2026-12-01)
+MANY = 32  # the concurrency the narrow one is run at
 SHAPE: dict[str, int] = {  # about 34 MB in two wide layers
     "hidden_size": 512, "num_hidden_layers": 2, "intermediate_size": 2048,
     "num_attention_heads": 8, "num_key_value_heads": 4,
@@ -248,13 +254,13 @@ def run(quick: bool = False) -> str:
                                          prompt_cache={"dir": str(work / "prompt-cache")})
         bare = _Bare(folder)
         gemv, gemm = _matmul_ceiling(plan.shape["hidden_size"])
-        wide = common.write_settings(work / "settings-32.toml", {"model": str(folder)},
-                                     cache={"preload": ["model"]}, engine={"max_batch": WIDE_BATCH},
-                                     prompt_cache={"dir": str(work / "prompt-cache-32")})
+        narrow = common.write_settings(work / "settings-8.toml", {"model": str(folder)},
+                                     cache={"preload": ["model"]}, engine={"max_batch": NARROW_BATCH},
+                                     prompt_cache={"dir": str(work / "prompt-cache-8")})
         with common.mlx_tui_serve(settings, work / "mlx-tui.db", "model", work / "mlx-tui.log") as tui, \
-                common.mlx_tui_serve(wide, work / "mlx-tui-32.db", "model", work / "mlx-tui-32.log") as tui32, \
+                common.mlx_tui_serve(narrow, work / "mlx-tui-8.db", "model", work / "mlx-tui-8.log") as tui8, \
                 common.mlx_lm_server(folder, work / "mlx-lm.log") as lm:
-            for server in (tui, tui32, lm):  # untimed: load, first allocations
+            for server in (tui, tui8, lm):  # untimed: load, first allocations
                 _serve_many(server, 1000, 2, 2, 4)
             bare.alone(1000, 1, 4)
             contenders: dict[str, Callable[[int], Run]] = {
@@ -266,9 +272,8 @@ def run(quick: bool = False) -> str:
             for n in plan.concurrency:
                 contenders[f"tui {n}"] = lambda base, n=n: _serve_many(tui, base + 100 * n, n, n, plan.max_tokens)
                 contenders[f"lm {n}"] = lambda base, n=n: _serve_many(lm, base + 100 * n, n, n, plan.max_tokens)
-            contenders[f"tui {WIDE_BATCH} wide"] = lambda base: _serve_many(tui32, base + 100 * WIDE_BATCH,
-                                                                           WIDE_BATCH, WIDE_BATCH,
-                                                                           plan.max_tokens)
+            contenders[f"tui {MANY} narrow"] = lambda base: _serve_many(tui8, base + 100 * MANY, MANY, MANY,
+                                                                       plan.max_tokens)
             names = list(contenders)
             for r in range(plan.rounds):
                 for name in _rotate(names, r * 3):  # who goes first changes
@@ -311,7 +316,7 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
     for n in plan.concurrency:
         labels[f"tui {n}"] = f"mlx-tui, {n} at once"
         labels[f"lm {n}"] = f"`mlx_lm.server`, {n} at once"
-    labels[f"tui {WIDE_BATCH} wide"] = f"mlx-tui with `[engine].max_batch = {WIDE_BATCH}`, {WIDE_BATCH} at once"
+    labels[f"tui {MANY} narrow"] = f"mlx-tui with `[engine].max_batch = {NARROW_BATCH}`, {MANY} at once"
     rows = ["| contender | total tok/s | vs mlx-tui one at a time | TTFT median s | tok/s per request (median) "
             "| CPU ms per token | tokens | prompt tokens (cached) | errors |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -335,15 +340,15 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
                         f"{common.verdict(statistics.median(ratios) >= SERVER_TARGET)}.** Server CPU "
                         f"time per token, as speed (mlx_lm.server's / mlx-tui's): "
                         f"{common.ratio_summary(cpu)}.")
-    wide = _ratios(runs, f"tui {WIDE_BATCH} wide", f"lm {WIDE_BATCH}", tok_s)
-    wide_ttft = statistics.median(t for r in runs[f"tui {WIDE_BATCH} wide"] for t in r.ttfts)
-    narrow_ttft = statistics.median(t for r in runs[f"tui {WIDE_BATCH}"] for t in r.ttfts)
-    lm_ttft = statistics.median(t for r in runs[f"lm {WIDE_BATCH}"] for t in r.ttfts)
-    verdicts.append(f"* mlx-tui with `[engine].max_batch = {WIDE_BATCH}` vs `mlx_lm.server`, {WIDE_BATCH} "
-                    f"concurrent, total tok/s: {common.ratio_summary(wide)}. Median TTFT at "
-                    f"{WIDE_BATCH} concurrent: mlx-tui {narrow_ttft:.2f} s with its default `max_batch` "
-                    f"(the requests past the 8th wait for a slot), {wide_ttft:.2f} s with "
-                    f"`max_batch = {WIDE_BATCH}`, `mlx_lm.server` {lm_ttft:.2f} s.")
+    narrow = _ratios(runs, f"tui {MANY} narrow", f"lm {MANY}", tok_s)
+    narrow_ttft = statistics.median(t for r in runs[f"tui {MANY} narrow"] for t in r.ttfts)
+    default_ttft = statistics.median(t for r in runs[f"tui {MANY}"] for t in r.ttfts)
+    lm_ttft = statistics.median(t for r in runs[f"lm {MANY}"] for t in r.ttfts)
+    verdicts.append(f"* mlx-tui with `[engine].max_batch = {NARROW_BATCH}` vs `mlx_lm.server`, {MANY} "
+                    f"concurrent, total tok/s: {common.ratio_summary(narrow)}. Median TTFT at "
+                    f"{MANY} concurrent: mlx-tui {default_ttft:.2f} s with its default `max_batch` "
+                    f"({ENGINE.max_batch}), {narrow_ttft:.2f} s with `max_batch = {NARROW_BATCH}` (the "
+                    f"requests past the {NARROW_BATCH}th wait for a slot), `mlx_lm.server` {lm_ttft:.2f} s.")
     for n in plan.concurrency:
         ratios = _ratios(runs, f"tui {n}", "tui alone", tok_s)
         target = f"; target at least {BATCH_TARGET:.0f}x: " \
@@ -392,9 +397,9 @@ def _report(quick: bool, plan: Plan, runs: dict[str, list[Run]], desc: str, tota
         "(each server's own usage figures) / wall time from the first request sent to the last "
         "reply's end; *TTFT* = request sent to the first text received; *CPU ms per token* = the "
         "server process's CPU time (user + system, every thread) over the run / tokens (in process: "
-        "this process's). mlx-tui runs its defaults "
-        "(`[engine].max_batch` 8, so 32 requests decode 8 at a time and the rest wait in its queue; "
-        "`prefill_step` 512); `mlx_lm.server` its own (decode concurrency 32, prompt concurrency 8, "
+        f"this process's). mlx-tui runs its defaults "
+        f"(`[engine].max_batch` {ENGINE.max_batch}, `prefill_step` {ENGINE.prefill_step}); "
+        "`mlx_lm.server` its own (decode concurrency 32, prompt concurrency 8, "
         "prefill step 2048). Both servers stay up for the whole run, idle while the other works.", "",
         *rows, "", *verdicts,
         f"* Replies identical between mlx-tui and `mlx_lm.server` (greedy, same requests, first "

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from mlx_tui.core.settings import EngineSettings
+
 from . import common
 
 __all__ = ["Plan", "run", "main"]
@@ -235,7 +237,7 @@ def _report(quick: bool, plan: Plan, desc: str, total: float, load_before: str,
         f"request streamed, greedy, `max_tokens` {MAX_TOKENS}; *TTFT* = request sent to the first "
         "reply text received, as the client sees it; *cached* = the server's "
         "`usage.prompt_tokens_details.cached_tokens`. mlx-tui runs its defaults "
-        "(`[engine].prefill_step` 512), `mlx_lm.server` its own (prompt cache of 10 entries, "
+        f"(`[engine].prefill_step` {EngineSettings().prefill_step}), `mlx_lm.server` its own (prompt cache of 10 entries, "
         "prefill step 2048).", "",
         f"### Multi-turn chat: {len(rounds)} conversation(s) of {plan.turns} turns of about "
         f"{plan.turn_tokens:,} new tokens", "",
