@@ -78,6 +78,18 @@ def test_an_agents_long_system_prompt_is_read_once_for_many_questions(
     assert sum(s.prefilled_tokens for s in stats[1:]) < 0.2 * sum(s.prompt_tokens for s in stats[1:])
 
 
+def test_a_new_conversation_sharing_only_the_templates_start_is_read_whole(
+        runtime_factory: Callable[..., Runtime], model_factory: Callable[..., Path]) -> None:
+    """Copying a long kept cache to save a few tokens would make every new chat slower."""
+    runtime = runtime_factory({"m": str(model_factory("m"))})
+    turns(runtime, "m", QUESTIONS)  # a long conversation kept, beginning with the template's start
+    _, other = runtime.chat.complete("m", [ChatMessage("user", "Tell me about the with statement.")],
+                                     GREEDY)
+    assert other.cached_tokens == 0 and other.prefilled_tokens == other.prompt_tokens
+    again = runtime.chat.complete("m", [SYSTEM, ChatMessage("user", QUESTIONS[0])], GREEDY)[1]
+    assert again.cached_tokens >= 64, "a long shared start is still reused"
+
+
 def test_after_a_restart_the_conversation_continues_from_the_disk_tier(
         tmp_path: Path, model_factory: Callable[..., Path]) -> None:
     settings_path = tmp_path / "s.toml"

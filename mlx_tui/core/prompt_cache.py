@@ -33,7 +33,7 @@ import os
 import tempfile
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -163,6 +163,12 @@ class PromptCacheStore:
         from mlx_lm.models.cache import PromptTrie  # imported with the first prompt cache
 
         self._trie = PromptTrie()
+        # The first tokens of every entry in the trie, counted: a prompt that starts like none of
+        # them has no match worth using, and is not searched for (mlx-lm's search for the nearest
+        # longer entry walks every branch past where the prompt leaves the trie, tens of ms on a
+        # conversation of thousands of tokens, for a new chat that shares only the template).
+        self._start_len = max(1, settings.min_tokens)
+        self._starts: Counter[bytes] = Counter()
         self._prefill_tps: float | None = None  # this model's measured prefill tokens/s
         self._read_bps = DEFAULT_READ_BYTES_PER_SECOND
         self._trimmable: bool | None = None
@@ -260,7 +266,9 @@ class PromptCacheStore:
 
         The search is mlx-lm's ``PromptTrie``: the entry equal to the prompt, the longest entry
         the prompt extends, or the nearest entry sharing a prefix with it (trimmed back to it).
-        At least the prompt's last token is always left to read: its logits start the reply.
+        At least the prompt's last token is always left to read: its logits start the reply. A
+        match of fewer than ``[prompt_cache].min_tokens`` tokens is not used: copying a long
+        entry to save a few tokens' prefill would make a new conversation slower.
         """
         if not self._settings.enabled or len(tokens) < 2:
             return None, 0
@@ -293,21 +301,25 @@ class PromptCacheStore:
     def _best_match(self, key: array) -> tuple[_Entry, int, int] | None:
         """Under the lock: (entry, tokens usable, tokens to trim) of the best match: in memory
         through the trie, on disk by a scan of the compact index."""
-        result = self._trie.search("m", key.tolist())
         options: list[tuple[_Entry, int]] = []
-        if result.exact is not None:
-            options.append((self._trie.get("m", result.exact), len(key) - 1))
-        if result.shorter is not None:
-            options.append((self._trie.get("m", result.shorter), len(result.shorter)))
-        if result.longer is not None and result.common_prefix > 0:
-            options.append((self._trie.get("m", result.longer), min(result.common_prefix, len(key) - 1)))
+        if len(key) > self._start_len and key[:self._start_len].tobytes() in self._starts:
+            result = self._trie.search("m", key.tolist())
+            if result.exact is not None:
+                options.append((self._trie.get("m", result.exact), len(key) - 1))
+            if result.shorter is not None:
+                options.append((self._trie.get("m", result.shorter), len(result.shorter)))
+            if result.longer is not None and result.common_prefix > 0:
+                options.append((self._trie.get("m", result.longer), min(result.common_prefix, len(key) - 1)))
         for e in self._entries.values():
             if e.cache is None:
                 options.append((e, min(_common_prefix(e.tokens, key), len(key) - 1)))
         best: tuple[_Entry, int, int] | None = None
         for entry, usable in options:
             trim = len(entry.tokens) - usable
-            if usable <= 0 or (trim and not self._can_trim(entry)):
+            if usable < self._start_len:
+                continue  # a few shared tokens (a chat template's start): copying the entry
+                # (or reading it from disk) would cost more than reading them again
+            if trim and not self._can_trim(entry):
                 continue  # a cache that cannot be trimmed serves only as a whole prefix
             if best is None or usable > best[1]:
                 best = (entry, usable, trim)
@@ -337,6 +349,7 @@ class PromptCacheStore:
             entry.cache, entry.nbytes, entry.last_used = cache, nbytes, now
             if not was_in_memory:
                 self._trie.add("m", key.tolist(), entry)
+                self._starts[key[:self._start_len].tobytes()] += 1
             entry.trimmable = bool(self._trimmable)
             if self._trimmable:  # a longer cache serves every prefix: shorter ones only take room
                 for other in [o for o in self._entries.values()
@@ -527,7 +540,11 @@ class PromptCacheStore:
         try:
             self._trie.pop("m", e.tokens.tolist())
         except KeyError:
-            pass
+            return
+        start = e.tokens[:self._start_len].tobytes()
+        self._starts[start] -= 1
+        if self._starts[start] <= 0:
+            del self._starts[start]
 
     def _remove(self, e: _Entry) -> None:
         """Under the lock: forget an entry entirely."""
