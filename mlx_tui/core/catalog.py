@@ -18,6 +18,7 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -90,10 +91,12 @@ class ModelInfo:
     def loadable(self) -> bool:
         return self.problem is None and self.path is not None
 
-    @property
+    @cached_property
     def key(self) -> str:
         """The model's identity: its resolved folder (or what an alias names when it has no
-        folder). Two names with one key are one model; no request can change a key's folder."""
+        folder). Two names with one key are one model; no request can change a key's folder.
+        Resolved once per ``ModelInfo`` (a rescan makes new ones): the cache asks for it on every
+        lookup, and resolving is a system call per path component."""
         if self.path is not None:
             try:
                 return str(self.path.expanduser().resolve())
