@@ -44,7 +44,8 @@ from mlx_tui.distributed.shards import pipeline_split, shard_bytes
 
 QUESTIONS = ("Why is the sky blue?", "Name three rivers of Europe.")
 MAX_TOKENS = 24
-LONG_REPLY = 400  # the kill test's prompt runs this long without an end-of-sequence token
+LONG_REPLY = 400
+LONG_QUESTION = "Tell me a long story."  # both models answer it this long with no end of sequence
 START_TIMEOUT = 180.0  # a group start imports mlx_lm in every rank: slow on a busy 2-core box
 
 
@@ -110,7 +111,7 @@ def one_process(folders: dict[str, Path]) -> dict[str, dict[str, Greedy]]:
         worker = GenerationWorker(arch, model, tokenizer, EngineSettings())
         worker.start(threads)
         replies[arch] = {q: generate(worker, chat_tokens(tokenizer, q), MAX_TOKENS) for q in QUESTIONS}
-        replies[arch]["long"] = generate(worker, chat_tokens(tokenizer, QUESTIONS[0]), LONG_REPLY)
+        replies[arch]["long"] = generate(worker, chat_tokens(tokenizer, LONG_QUESTION), LONG_REPLY)
         worker.stop()
         del model, worker
     return replies
@@ -243,7 +244,7 @@ def test_a_rank_killed_mid_reply_fails_it_with_the_host_and_the_server_stays_up(
     def ask() -> None:
         try:
             outcome.append(served.sdk().chat.completions.create(
-                model="tiny", messages=[{"role": "user", "content": QUESTIONS[0]}],
+                model="tiny", messages=[{"role": "user", "content": LONG_QUESTION}],
                 temperature=0, max_tokens=LONG_REPLY))
         except BaseException as exc:  # noqa: BLE001 - the test thread looks at it
             outcome.append(exc)
@@ -310,7 +311,9 @@ def test_two_ranks_pipeline_answer_token_for_token_as_one_process(
 
         # a cancel reaches every rank at the same step: the reply ends, the ranks stay in step
         params = GenerationParams(temperature=0, max_tokens=LONG_REPLY)
-        long = worker.submit(GenerationRequest(chat_tokens(loaded.tokenizer, QUESTIONS[0]), params))
+        assert one_process["qwen2"]["long"].finished.finish_reason == "length", \
+            "the cancel below needs a reply that does not end by itself first"
+        long = worker.submit(GenerationRequest(chat_tokens(loaded.tokenizer, LONG_QUESTION), params))
         wait_until(lambda: long.take(timeout=1.0), 60, "the first piece")
         long.cancel()
         ended = wait_until(lambda: [i for i in long.take(timeout=1.0) if isinstance(i, Finished)], 60,
