@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -107,38 +106,7 @@ def _turn_messages(system: str, i: int) -> tuple[list[dict[str, Any]], list[dict
 def _ask(client: Any, server: common.ServerProcess, messages: Sequence[dict[str, Any]]) -> common.StreamResult:
     """One streamed request with the tools; the first chunk with text or a tool call is the
     first token. Never raises (a failure is in ``error``)."""
-    import httpx
-
-    body = {"model": server.model, "messages": list(messages), "tools": TOOLS,
-            "max_tokens": MAX_TOKENS, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    result = common.StreamResult(time.perf_counter())
-    try:
-        with client.stream("POST", f"{server.url}/v1/chat/completions", json=body,
-                           timeout=600) as reply:
-            result.status = reply.status_code
-            if reply.status_code != 200:
-                reply.read()
-                result.error = f"HTTP {reply.status_code}: {reply.text[:200]}"
-                return result
-            for line in reply.iter_lines():
-                if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                    continue
-                chunk = json.loads(line[5:])
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    if (delta.get("content") or delta.get("tool_calls")) and result.first_token is None:
-                        result.first_token = time.perf_counter()
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):
-                    result.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    details = usage.get("prompt_tokens_details") or {}
-                    result.cached_tokens = int(details.get("cached_tokens") or 0)
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:300]
-    finally:
-        result.ended = time.perf_counter()
-    return result
+    return common.chat_request(client, server, messages, max_tokens=MAX_TOKENS, tools=TOOLS)
 
 
 @dataclass

@@ -95,6 +95,17 @@ class Run:
     def tok_s(self) -> float:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
+    def add_alone(self, prompt: list[int], tokens: int, text: str, started: float,
+                  first_at: float | None) -> None:
+        """Count one in-process request of ``prompt`` that ended now."""
+        seconds = time.perf_counter() - started
+        self.tokens += tokens
+        self.prompt_tokens += len(prompt)
+        self.seconds += seconds
+        self.ttfts.append((first_at or started) - started)
+        self.per_request.append(tokens / seconds)
+        self.texts.append(text)
+
 
 def _messages(i: int) -> list[dict[str, str]]:
     """A short question whose first words differ from the last request's, so that neither
@@ -158,13 +169,7 @@ class _Bare:
                     first_at = time.perf_counter()
                 text.append(r.text)
                 tokens = r.generation_tokens
-            seconds = time.perf_counter() - started
-            run.tokens += tokens
-            run.prompt_tokens += len(self.prompt(i))
-            run.seconds += seconds
-            run.ttfts.append((first_at or started) - started)
-            run.per_request.append(tokens / seconds)
-            run.texts.append("".join(text))
+            run.add_alone(self.prompt(i), tokens, "".join(text), started, first_at)
         run.cpu_seconds = time.process_time() - cpu
         return run
 
@@ -179,7 +184,8 @@ class _Bare:
         cpu = time.process_time()
         for i in range(first, first + count):
             generator = BatchGenerator(self.model, max_tokens=max_tokens, stop_tokens=[[t] for t in eos],
-                                       completion_batch_size=8, prefill_batch_size=8, prefill_step_size=512)
+                                       completion_batch_size=ENGINE.max_batch, prefill_batch_size=8,
+                                       prefill_step_size=ENGINE.prefill_step)
             started, first_at, tokens, detok = time.perf_counter(), None, 0, self.tokenizer.detokenizer
             generator.insert([self.prompt(i)], max_tokens=[max_tokens], samplers=[make_sampler(0.0)])
             done = False
@@ -193,13 +199,7 @@ class _Bare:
                     done = done or r.finish_reason is not None
             generator.close()
             detok.finalize()
-            seconds = time.perf_counter() - started
-            run.tokens += tokens
-            run.prompt_tokens += len(self.prompt(i))
-            run.seconds += seconds
-            run.ttfts.append((first_at or started) - started)
-            run.per_request.append(tokens / seconds)
-            run.texts.append(detok.text)
+            run.add_alone(self.prompt(i), tokens, detok.text, started, first_at)
         run.cpu_seconds = time.process_time() - cpu
         return run
 

@@ -370,18 +370,21 @@ def _usage_into(result: StreamResult, usage: Any) -> None:
         result.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
 
 
-def chat_request(client: Any, server: ServerProcess, messages: Sequence[dict[str, str]], *,
+def chat_request(client: Any, server: ServerProcess, messages: Sequence[dict[str, Any]], *,
                  max_tokens: int, stream: bool = True, temperature: float = 0.0,
-                 timeout: float = 600.0) -> StreamResult:
+                 timeout: float = 600.0, tools: Sequence[dict[str, Any]] = ()) -> StreamResult:
     """``POST /v1/chat/completions`` (OpenAI's format; streamed as SSE with usage by default)
     with an ``httpx.Client``; never raises: a failure is in ``error``. With ``stream`` the
-    first token is the first chunk carrying reply text; without, the whole reply."""
+    first token is the first chunk carrying reply text (or, with ``tools``, a tool call);
+    without, the whole reply."""
     import time
 
     import httpx
 
     body: dict[str, Any] = {"model": server.model, "messages": list(messages),
                             "max_tokens": max_tokens, "temperature": temperature, "stream": stream}
+    if tools:
+        body["tools"] = list(tools)
     if stream:
         body["stream_options"] = {"include_usage": True}
     result = StreamResult(time.perf_counter())
@@ -417,11 +420,11 @@ def chat_request(client: Any, server: ServerProcess, messages: Sequence[dict[str
                 if "error" in chunk:
                     result.error = f"error in stream: {str(chunk['error'])[:200]}"
                 for choice in chunk.get("choices") or ():
-                    piece = (choice.get("delta") or {}).get("content") or ""
-                    if piece:
-                        if result.first_token is None:
-                            result.first_token = time.perf_counter()
-                        parts.append(piece)
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content") or ""
+                    if (piece or delta.get("tool_calls")) and result.first_token is None:
+                        result.first_token = time.perf_counter()
+                    parts.append(piece)
                 if chunk.get("usage"):
                     _usage_into(result, chunk["usage"])
                 if isinstance(chunk.get("timings"), dict):
